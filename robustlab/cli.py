@@ -1,0 +1,57 @@
+"""Command-line plumbing: one-line errors for bad overrides and bad input, never a traceback."""
+import functools
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf.errors import OmegaConfBaseException
+
+from robustlab.errors import RobustlabError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` as one line on stderr and exit with status 2."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(2)
+
+
+def describe_config_error(err: Exception, script: str) -> str:
+    """Turn a Hydra/OmegaConf composition error into 'problem; fix: ...'."""
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return (f"unknown {group} option {option!r}; fix: choose one of {', '.join(sorted(err.options))}, "
+                f"e.g. {group}={sorted(err.options)[0]}")
+    cause = err.__cause__ if err.__cause__ is not None else err
+    first = str(err).strip().splitlines()[0]
+    if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):
+        key = getattr(cause, "full_key", "") or first
+        return (f"unknown config key {key!r}; fix: check its spelling against "
+                f"`python {script} --cfg job`, or add a new key with a leading '+'")
+    return f"{first}; fix: see `python {script} --help` for the available groups and keys"
+
+
+def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
+    """Compose the config once with the command-line overrides; exit with one line if it fails."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(describe_config_error(err, Path(sys.argv[0]).name))
+
+
+def one_line_errors(task):
+    """Decorate a task so that :class:`RobustlabError` ends the program with one line."""
+
+    @functools.wraps(task)
+    def wrapper(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except RobustlabError as err:
+            fail(str(err))
+
+    return wrapper

@@ -1,0 +1,72 @@
+"""The shared base of every defense: a LightningModule around a [0,1]-input classifier."""
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.checkpoint import META_KEY
+from robustlab.metrics import CA
+
+
+class RobustClassifier(L.LightningModule):
+    """Trains ``net`` with :meth:`training_loss` (plain cross-entropy here) and logs clean
+    ``val/acc`` and ``test/acc``; robust accuracy comes from :class:`AttackCallback`.
+
+    Defenses subclass this and override only what differs (usually :meth:`training_loss`).
+    ``optimizer`` and ``scheduler`` are partials from config; a scheduler partial may take
+    ``total_steps``, which is filled with the run's number of optimiser steps.
+    """
+
+    def __init__(self, net: nn.Module, optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 scheduler_interval: str = "step"):
+        super().__init__()
+        self.model = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        self.val_acc, self.test_acc = CA(), CA()
+        #: Plain-container metadata saved in every checkpoint (model config, data config, ...).
+        self.robustlab_meta: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), y)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.training_loss(batch[0], batch[1])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch, metric: CA, key: str) -> dict[str, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        preds = logits.argmax(1)
+        metric.update(preds, y)
+        self.log(key.replace("acc", "loss"), F.cross_entropy(logits, y), sync_dist=True)
+        self.log(key, metric, prog_bar=True)
+        return {"preds": preds}
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, self.val_acc, "val/acc")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, self.test_acc, "test/acc")
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("no optimizer configured")
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        try:
+            scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
+        except TypeError:
+            scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = self.robustlab_meta

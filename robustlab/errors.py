@@ -1,0 +1,8 @@
+"""The one exception robustlab raises for bad input: a one-line message with the fix."""
+
+
+class RobustlabError(ValueError):
+    """Bad input from the user: the message names the problem and the fix, on one line."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"{problem}; fix: {fix}")

@@ -1,0 +1,58 @@
+"""The evaluate task: rebuild a model from its checkpoint alone and attack its test split."""
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from robustlab.callbacks import AttackCallback
+from robustlab.checkpoint import META_KEY, build_model, read_checkpoint
+from robustlab.defenses.base import RobustClassifier
+from robustlab.errors import RobustlabError
+from robustlab.tasks import check_compatible, finish, log_run_info, make_attacks, make_loggers, make_trainer, plain, say, write_json
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` on its own test split under ``cfg.attack``; write ``report.json``
+    into ``cfg.paths.output_dir`` and return the report."""
+    if not cfg.get("ckpt"):
+        raise RobustlabError("no checkpoint given", "run python evaluate.py ckpt=PATH with the path train.py printed")
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt = read_checkpoint(cfg.ckpt)
+    meta = ckpt[META_KEY]
+    overrides = {k: v for k, v in plain(cfg.get("data") or {}).items() if v is not None}
+    data_cfg = OmegaConf.merge(meta["data"], overrides)
+    with open_dict(cfg):
+        cfg.data = data_cfg
+    datamodule = instantiate(data_cfg)
+    net = build_model(ckpt)
+    check_compatible(net, datamodule)
+    module = RobustClassifier(net)
+    attack_callback = AttackCallback(make_attacks(cfg.get("attack")), stages=("test",), seed=cfg.seed,
+                                     progress=cfg.get("progress", True))
+    loggers = make_loggers(cfg.get("logger"))
+    trainer = make_trainer(cfg, attack_callback, loggers)
+    say(trainer, f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
+                 f"attacks: {', '.join(attack_callback.attacks) or 'none'}")
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = attack_callback.results["test"]
+    report = {"checkpoint": str(Path(cfg.ckpt).resolve()), "defense": meta.get("defense"), "data": datamodule.name,
+              "model": meta["model"].get("_target_"), "seed": int(cfg.seed), "world_size": trainer.world_size,
+              **results, "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}}
+    report_path = Path(cfg.paths.output_dir) / "report.json"
+    if trainer.is_global_zero:
+        write_json(report_path, report)
+        log_run_info(loggers, cfg, {"checkpoint": report["checkpoint"], "report": str(report_path.resolve())})
+    finish(loggers)
+    say(trainer, _summary(report, report_path))
+    return report
+
+
+def _summary(report: dict, path: Path) -> str:
+    lines = [f"clean CA {report['clean']['CA']:.4f} on {report['clean']['n_samples']} samples"]
+    lines += [f"{name}: robust accuracy {r['robust_accuracy']:.4f}, MR {r['MR']:.4f}, {r['seconds']:.1f}s"
+              for name, r in report["attacks"].items()]
+    if "worst_case" in report:
+        lines.append(f"worst case over attacks: robust accuracy {report['worst_case']['robust_accuracy']:.4f}")
+    return "\n".join([*lines, f"report: {path.resolve()}"])

@@ -1,0 +1,75 @@
+"""Pieces shared by the train and evaluate tasks: instantiation, checks and loggers."""
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from robustlab.attacks.base import Attack
+from robustlab.callbacks import AttackCallback
+from robustlab.data.base import ImageDataModule
+from robustlab.errors import RobustlabError
+from robustlab.models.base import ImageClassifier
+
+
+def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
+    """Fail at start-up, with one line, if the model cannot take the data's images or labels."""
+    if not isinstance(model, ImageClassifier):
+        return
+    want = (model.in_channels, model.image_size, model.num_classes)
+    have = (data.in_channels, data.image_size, data.num_classes)
+    if want != have:
+        raise RobustlabError(
+            f"model {type(model).__name__} expects {want[0]}x{want[1]}x{want[1]} images and {want[2]} classes but "
+            f"data {data.name} has {have[0]}x{have[1]}x{have[1]} and {have[2]}",
+            f"pick a model made for {data.name} (model=mnist_cnn for 1x28x28, model=resnet20 for 3x32x32) or set "
+            f"model.in_channels={have[0]} model.image_size={have[1]} model.num_classes={have[2]}")
+
+
+def plain(cfg: Any) -> Any:
+    """A resolved plain-container copy of a config node (safe for weights-only checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def make_attacks(cfg: DictConfig | None) -> dict[str, Attack]:
+    return {name: instantiate(node) for name, node in (cfg or {}).items() if node is not None}
+
+
+def make_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [instantiate(node) for node in (cfg or {}).values() if node is not None]
+
+
+def make_trainer(cfg: DictConfig, attack_callback: AttackCallback, loggers: list[Logger]) -> L.Trainer:
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    return instantiate(cfg.trainer, callbacks=[*callbacks, attack_callback], logger=loggers or False,
+                       default_root_dir=cfg.paths.output_dir)
+
+
+def log_run_info(loggers: list[Logger], cfg: DictConfig, info: dict[str, Any]) -> None:
+    """Send the config and summary values (e.g. the checkpoint path) to every logger."""
+    for logger in loggers:
+        logger.log_hyperparams({**plain(cfg), **info})
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(info)
+
+
+def finish(loggers: list[Logger]) -> None:
+    for logger in loggers:
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def say(trainer: L.Trainer, message: str) -> None:
+    if trainer.is_global_zero:
+        print(message, file=sys.stdout, flush=True)
