@@ -23,8 +23,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError:
         raise RobustlabError(f"{path} holds pickled Python objects, refused unloaded (weights_only=True)",
                              "use a checkpoint written by robustlab's train.py, or re-save plain tensors") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise RobustlabError(f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0]})",
+    except Exception as err:  # torch.load raises many types on foreign files
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise RobustlabError(f"{path} is not a readable PyTorch checkpoint ({reason})",
                              "pass a .ckpt written by robustlab's train.py") from None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise RobustlabError(f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",

@@ -1,5 +1,6 @@
 """Command-line plumbing: one-line errors for bad overrides and bad input, never a traceback."""
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -20,10 +21,11 @@ def fail(message: str) -> None:
 
 def describe_config_error(err: Exception, script: str) -> str:
     """Turn a Hydra/OmegaConf composition error into 'problem; fix: ...'."""
-    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
-        group, _, option = err.missing_cfg_file.rpartition("/")
-        return (f"unknown {group} option {option!r}; fix: choose one of {', '.join(sorted(err.options))}, "
-                f"e.g. {group}={sorted(err.options)[0]}")
+    missing = re.search(r"'([\w/]+)/([^/']+)'", str(err)) if isinstance(err, MissingConfigException) else None
+    if missing and (CONFIG_DIR / missing[1]).is_dir():
+        group, option = missing[1], missing[2]
+        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        return f"unknown {group} option {option!r}; fix: choose one of {', '.join(options)}, e.g. {group}={options[0]}"
     cause = err.__cause__ if err.__cause__ is not None else err
     first = str(err).strip().splitlines()[0]
     if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):

@@ -10,7 +10,7 @@ from robustlab.callbacks import AttackCallback
 from robustlab.checkpoint import META_KEY, build_model, read_checkpoint
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
-from robustlab.tasks import check_compatible, finish, log_run_info, make_attacks, make_loggers, make_trainer, plain, say, write_json
+from robustlab.tasks import check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_trainer, plain, say, write_json
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     into ``cfg.paths.output_dir`` and return the report."""
     if not cfg.get("ckpt"):
         raise RobustlabError("no checkpoint given", "run python evaluate.py ckpt=PATH with the path train.py printed")
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = read_checkpoint(cfg.ckpt)
     meta = ckpt[META_KEY]
     overrides = {k: v for k, v in plain(cfg.get("data") or {}).items() if v is not None}
@@ -33,6 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                      progress=cfg.get("progress", True))
     loggers = make_loggers(cfg.get("logger"))
     trainer = make_trainer(cfg, attack_callback, loggers)
+    log_config(loggers, cfg)
     say(trainer, f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
                  f"attacks: {', '.join(attack_callback.attacks) or 'none'}")
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -43,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report_path = Path(cfg.paths.output_dir) / "report.json"
     if trainer.is_global_zero:
         write_json(report_path, report)
-        log_run_info(loggers, cfg, {"checkpoint": report["checkpoint"], "report": str(report_path.resolve())})
+        log_run_info(loggers, {"checkpoint": report["checkpoint"], "report": str(report_path.resolve())})
     finish(loggers)
     say(trainer, _summary(report, report_path))
     return report

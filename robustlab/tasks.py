@@ -45,15 +45,24 @@ def make_loggers(cfg: DictConfig | None) -> list[Logger]:
 
 
 def make_trainer(cfg: DictConfig, attack_callback: AttackCallback, loggers: list[Logger]) -> L.Trainer:
+    if attack_callback.attacks and cfg.trainer.get("inference_mode", True):
+        raise RobustlabError("attacks need gradients but the trainer runs evaluation under inference mode",
+                             "set trainer.inference_mode=false")
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
     return instantiate(cfg.trainer, callbacks=[*callbacks, attack_callback], logger=loggers or False,
                        default_root_dir=cfg.paths.output_dir)
 
 
-def log_run_info(loggers: list[Logger], cfg: DictConfig, info: dict[str, Any]) -> None:
-    """Send the config and summary values (e.g. the checkpoint path) to every logger."""
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the resolved run config to every logger (at start, so a crashed run still has it)."""
     for logger in loggers:
-        logger.log_hyperparams({**plain(cfg), **info})
+        logger.log_hyperparams(plain(cfg))
+
+
+def log_run_info(loggers: list[Logger], info: dict[str, Any]) -> None:
+    """Record values known only at the end (e.g. the checkpoint path) in every logger."""
+    for logger in loggers:
+        logger.log_hyperparams(info)
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(info)
 

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 import robustlab
 from robustlab.callbacks import AttackCallback
-from robustlab.tasks import (check_compatible, finish, log_run_info, make_attacks, make_loggers, make_trainer, plain,
+from robustlab.tasks import (check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_trainer, plain,
                              say, write_json)
 
 
@@ -19,10 +19,14 @@ def _choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v.numel() == 1}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.defense`` on ``cfg.data`` with ``cfg.model``; return the checkpoint path and
     the logged metrics. Writes ``summary.json`` into ``cfg.paths.output_dir``."""
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     check_compatible(net, datamodule)
@@ -35,18 +39,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     attack_callback = AttackCallback(make_attacks(cfg.get("attack")), seed=cfg.seed, progress=False)
     loggers = make_loggers(cfg.get("logger"))
     trainer = make_trainer(cfg, attack_callback, loggers)
+    log_config(loggers, cfg)
     say(trainer, f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
                  f"validation attacks: {', '.join(attack_callback.attacks) or 'none'}")
     trainer.fit(module, datamodule=datamodule)
+    metrics = _scalars(trainer.callback_metrics)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt_path = str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics.update(_scalars(trainer.callback_metrics))
     summary = {"checkpoint": ckpt_path, "defense": defense, "metrics": metrics,
                "test": attack_callback.results.get("test")}
     if trainer.is_global_zero:
-        log_run_info(loggers, cfg, {"checkpoint": ckpt_path})
+        log_run_info(loggers, {"checkpoint": ckpt_path})
         write_json(Path(cfg.paths.output_dir) / "summary.json", summary)
     finish(loggers)
     say(trainer, f"checkpoint: {ckpt_path}")

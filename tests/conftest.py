@@ -1,0 +1,38 @@
+"""Shared fixtures: small models trained once per session."""
+import os
+
+import pytest
+import torch
+
+import robustlab
+from robustlab.train import train
+from tests.helpers import TINY, make_cfg
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def pgd_at_run(tmp_path_factory):
+    """A tiny PGD-AT run through ``train``: its summary and output directory."""
+    out = tmp_path_factory.mktemp("pgd_at")
+    return train(make_cfg("train", out, TINY)), out
+
+
+@pytest.fixture(scope="session")
+def standard_model(tmp_path_factory):
+    """A standard (undefended) MNIST CNN trained for real on 3500 MNIST-5k images, eval mode."""
+    out = tmp_path_factory.mktemp("standard")
+    summary = train(make_cfg("train", out, ["defense=standard", "trainer.max_epochs=3", "logger=none",
+                                            "attack=[]", "test=false"]))
+    return robustlab.load_model(summary["checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def mnist_test_batch():
+    """The first 200 MNIST-5k test images (20 per class) and labels."""
+    from robustlab.data import MNIST5k
+
+    test = MNIST5k().load("test")
+    idx = torch.cat([torch.arange(c * 100, c * 100 + 20) for c in range(10)])
+    return test.x[idx], test.y[idx]

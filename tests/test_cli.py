@@ -1,0 +1,79 @@
+"""Bad input on the command line gets one line naming the problem and the fix, never a traceback."""
+import pickle
+
+import pytest
+import torch
+
+from tests.helpers import run_cli
+
+
+class _Payload:
+    """Pickles to a call that would create a file if the checkpoint were unpickled unsafely."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "fix:" in lines[0] and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_checkpoint(tmp_path):
+    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none",
+                                   f"hydra.run.dir={tmp_path}"), "checkpoint not found")
+
+
+def test_foreign_checkpoint(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
+                           "not a robustlab checkpoint")
+
+
+def test_not_a_checkpoint_at_all(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("hello")
+    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
+                           "not a readable PyTorch checkpoint")
+
+
+def test_pickled_payload_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"robustlab": {}, "state_dict": {}, "x": _Payload(marker)}, f)
+    torch.save({"robustlab": {}, "state_dict": {}, "payload": _Payload(marker)}, tmp_path / "evil2.ckpt")
+    marker.unlink(missing_ok=True)
+    for ckpt in (path, tmp_path / "evil2.ckpt"):
+        _assert_one_line_error(run_cli("evaluate.py", f"ckpt={ckpt}", "logger=none", f"hydra.run.dir={tmp_path}"),
+                               "refused")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("script, args, fragment", [
+    ("train.py", ["defense=nonsense"], "unknown defense option 'nonsense'"),
+    ("evaluate.py", ["attack=[fgsm,nope]"], "unknown attack option 'nope'"),
+    ("train.py", ["data=cifar100"], "unknown data option 'cifar100'"),
+    ("train.py", ["trainer.max_epoch=3"], "unknown config key"),
+])
+def test_unknown_config(script, args, fragment, tmp_path):
+    _assert_one_line_error(run_cli(script, *args, f"hydra.run.dir={tmp_path}"), fragment)
+
+
+def test_incompatible_model_and_data(tmp_path):
+    _assert_one_line_error(run_cli("train.py", "data=digits", "data.image_size=8", "logger=none",
+                                   f"hydra.run.dir={tmp_path}"), "model MNISTCNN expects 1x28x28")
+
+
+def test_attack_under_inference_mode(pgd_at_run, tmp_path):
+    summary, _ = pgd_at_run
+    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={summary['checkpoint']}", "trainer.inference_mode=true",
+                                   "logger=none", f"hydra.run.dir={tmp_path}"), "inference_mode")
