@@ -46,14 +46,27 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
         fail(describe_config_error(err, Path(sys.argv[0]).name))
 
 
+def robustlab_cause(err: BaseException | None) -> RobustlabError | None:
+    """The :class:`RobustlabError` behind ``err``, also when Hydra or OmegaConf wrapped it."""
+    while err is not None:
+        if isinstance(err, RobustlabError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def one_line_errors(task):
-    """Decorate a task so that :class:`RobustlabError` ends the program with one line."""
+    """Decorate a task so that a :class:`RobustlabError`, even a wrapped one, ends the program
+    with one line."""
 
     @functools.wraps(task)
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
-        except RobustlabError as err:
-            fail(str(err))
+        except Exception as err:
+            cause = robustlab_cause(err)
+            if cause is None:
+                raise
+            fail(str(cause))
 
     return wrapper

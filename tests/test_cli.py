@@ -63,6 +63,8 @@ def test_pickled_payload_is_refused_without_running_it(tmp_path):
     ("evaluate.py", ["attack=[fgsm,nope]"], "unknown attack option 'nope'"),
     ("train.py", ["data=cifar100"], "unknown data option 'cifar100'"),
     ("train.py", ["trainer.max_epoch=3"], "unknown config key"),
+    ("train.py", ["defense.attack.eps=-1", "logger=none"], "eps must be a finite number >= 0"),
+    ("train.py", ["defense.attack.norm=l3", "logger=none"], "unknown norm 'l3'"),
 ])
 def test_unknown_config(script, args, fragment, tmp_path):
     _assert_one_line_error(run_cli(script, *args, f"hydra.run.dir={tmp_path}"), fragment)

@@ -12,7 +12,6 @@ def test_offline_wandb_run_contains_logged_values(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     config, run_summary, history = logged(runs[0])
-    print(sorted(config), sorted(run_summary))
     assert config["defense"]["_target_"] == "robustlab.defenses.PGDAdversarialTraining"
     assert config["checkpoint"] == summary["checkpoint"] == run_summary["checkpoint"]
     for key in ("val/acc", "val/robust_acc", "test/acc", "test/pgd_linf_val/robust_accuracy", "train/loss"):

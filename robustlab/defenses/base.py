@@ -1,4 +1,5 @@
 """The shared base of every defense: a LightningModule around a [0,1]-input classifier."""
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,8 @@ class RobustClassifier(L.LightningModule):
     ``val/acc`` and ``test/acc``; robust accuracy comes from :class:`AttackCallback`.
 
     Defenses subclass this and override only what differs (usually :meth:`training_loss`).
-    ``optimizer`` and ``scheduler`` are partials from config; a scheduler partial may take
-    ``total_steps``, which is filled with the run's number of optimiser steps.
+    ``optimizer`` and ``scheduler`` are partials from config; a scheduler that takes
+    ``total_steps`` (e.g. OneCycleLR) gets the run's number of optimiser steps.
     """
 
     def __init__(self, net: nn.Module, optimizer: Callable | None = None, scheduler: Callable | None = None,
@@ -62,10 +63,9 @@ class RobustClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        try:
-            scheduler = self.scheduler_factory(optimizer, total_steps=self.trainer.estimated_stepping_batches)
-        except TypeError:
-            scheduler = self.scheduler_factory(optimizer)
+        takes_total = "total_steps" in inspect.signature(self.scheduler_factory.func).parameters
+        extra = {"total_steps": self.trainer.estimated_stepping_batches} if takes_total else {}
+        scheduler = self.scheduler_factory(optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
