@@ -19,7 +19,7 @@ STAGES = {"validate": "val", "test": "test"}
 def _synced(metric: Metric) -> dict[str, torch.Tensor]:
     """The metric's states reduced over all processes (``compute()`` would un-sync them after)."""
     with metric.sync_context():
-        return {name: getattr(metric, name).clone() for name in metric._defaults}
+        return {name: value.clone() for name, value in metric.metric_state.items()}
 
 
 def _accuracy(states: dict[str, torch.Tensor]) -> float:
