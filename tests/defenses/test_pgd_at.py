@@ -14,9 +14,9 @@ from robustlab.models import MNISTCNN
 class ModeSpy(PGD):
     """A deterministic PGD that records the mode of every module while it runs."""
 
-    def perturb(self, model, x, y, seeds=None):
+    def perturb(self, model, *args, **kwargs):
         self.modes = {m.training for m in model.modules()}
-        return super().perturb(model, x, y, seeds)
+        return super().perturb(model, *args, **kwargs)
 
 
 def _module(**kwargs):
