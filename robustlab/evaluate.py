@@ -14,8 +14,9 @@ from robustlab.tasks import check_compatible, finish, log_config, log_run_info, 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt`` on its own test split under ``cfg.attack``; write ``report.json``
-    into ``cfg.paths.output_dir`` and return the report."""
+    """Evaluate ``cfg.ckpt`` on its own test split under ``cfg.attack`` and the suite's extra
+    ``cfg.evaluations`` callbacks (each one's ``results`` go to ``report[<name>]``); write
+    ``report.json`` into ``cfg.paths.output_dir`` and return the report."""
     if not cfg.get("ckpt"):
         raise RobustlabError("no checkpoint given", "run python evaluate.py ckpt=PATH with the path train.py printed")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -31,8 +32,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = RobustClassifier(net)
     attack_callback = AttackCallback(make_attacks(cfg.get("attack")), stages=("test",), seed=cfg.seed,
                                      progress=cfg.get("progress", True))
+    if cfg.get("baseline"):
+        read_checkpoint(cfg.baseline)
+    evaluations = {name: instantiate(node) for name, node in (cfg.get("evaluations") or {}).items() if node is not None}
     loggers = make_loggers(cfg.get("logger"))
-    trainer = make_trainer(cfg, attack_callback, loggers)
+    trainer = make_trainer(cfg, attack_callback, loggers, evaluations.values())
     log_config(loggers, cfg)
     say(trainer, f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
                  f"attacks: {', '.join(attack_callback.attacks) or 'none'}")
@@ -40,7 +44,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results = attack_callback.results["test"]
     report = {"checkpoint": str(Path(cfg.ckpt).resolve()), "defense": meta.get("defense"), "data": datamodule.name,
               "model": meta["model"].get("_target_"), "seed": int(cfg.seed), "world_size": trainer.world_size,
-              **results, "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}}
+              **results, "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()},
+              **{name: callback.results for name, callback in evaluations.items()}}
     report_path = Path(cfg.paths.output_dir) / "report.json"
     if trainer.is_global_zero:
         write_json(report_path, report)
@@ -56,4 +61,7 @@ def _summary(report: dict, path: Path) -> str:
               for name, r in report["attacks"].items()]
     if "worst_case" in report:
         lines.append(f"worst case over attacks: robust accuracy {report['worst_case']['robust_accuracy']:.4f}")
+    if "corruption" in report:
+        c = report["corruption"]
+        lines.append(f"corruption: mCE {c['mCE']:.4f}, RmCE {c['RmCE']:.4f}, mFR {c['mFR']}, clean error {c['clean_error']:.4f}")
     return "\n".join([*lines, f"report: {path.resolve()}"])

@@ -1,6 +1,7 @@
 """Pieces shared by the train and evaluate tasks: instantiation, checks and loggers."""
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,13 @@ def make_loggers(cfg: DictConfig | None) -> list[Logger]:
     return [instantiate(node) for node in (cfg or {}).values() if node is not None]
 
 
-def make_trainer(cfg: DictConfig, attack_callback: AttackCallback, loggers: list[Logger]) -> L.Trainer:
+def make_trainer(cfg: DictConfig, attack_callback: AttackCallback, loggers: list[Logger],
+                 extra: Iterable[L.Callback] = ()) -> L.Trainer:
     if attack_callback.attacks and cfg.trainer.get("inference_mode", True):
         raise RobustlabError("attacks need gradients but the trainer runs evaluation under inference mode",
                              "set trainer.inference_mode=false")
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, attack_callback], logger=loggers or False,
+    return instantiate(cfg.trainer, callbacks=[*callbacks, attack_callback, *extra], logger=loggers or False,
                        default_root_dir=cfg.paths.output_dir)
 
 

@@ -78,3 +78,18 @@ def test_ddp_training_runs(tmp_path):
     assert summary["test"]["clean"]["n_samples"] == 100
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert "checkpoint:" in result.stdout
+
+
+def test_corruption_suite_fills_the_report(pgd_at_run, tmp_path):
+    summary, _ = pgd_at_run
+    report = evaluate(make_cfg("eval", tmp_path, [
+        f"ckpt={summary['checkpoint']}", "logger=none", "suite=corruption", "attack=[]", "data.test_size=20",
+        "evaluations.corruption.corruptions=[gaussian_noise,contrast,spatter]", "evaluations.corruption.severities=[1,5]",
+        "evaluations.corruption.perturbations=[gaussian_noise,translate]", "evaluations.corruption.sequence_length=3"]))
+    corruption = report["corruption"]
+    assert corruption["n_samples"] == 20 and set(corruption["errors"]) == {"gaussian_noise", "contrast", "spatter"}
+    assert set(corruption["errors"]["contrast"]) == {1, 5}
+    benchmark_errors = [corruption["errors"][c][s] for c in ("gaussian_noise", "contrast") for s in (1, 5)]
+    assert corruption["mCE"] == sum(benchmark_errors) / 4, "unnormalised mCE: mean error over benchmark corruptions"
+    assert 0 <= corruption["mFR"] <= 1 and set(corruption["flip_probabilities"]) == {"gaussian_noise", "translate"}
+    assert corruption["errors"]["contrast"][5] >= corruption["errors"]["contrast"][1] - 0.1

@@ -1,4 +1,4 @@
-"""The attack interface: ``attack(model, x, y) -> x_adv`` on [0,1] images."""
+"""The attack interface: ``attack(model, x, y, seeds=None, target=None) -> x_adv`` on [0,1] images."""
 import math
 
 import torch
@@ -7,7 +7,9 @@ from torch import nn
 
 from robustlab.errors import RobustlabError
 
-NORMS = ("linf", "l2")
+NORMS = ("linf", "l2", "l1")
+#: How a targeted attack picks targets when none are given (DEEPSEC protocol).
+TARGET_RULES = ("random", "least_likely")
 
 
 def check_images(x: torch.Tensor, who: str) -> None:
@@ -22,24 +24,33 @@ def check_images(x: torch.Tensor, who: str) -> None:
                              "feed unnormalised [0,1] images and put normalisation inside the model")
 
 
-def check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise RobustlabError(f"unknown norm {norm!r}", f"use one of {', '.join(NORMS)}")
+def check_norm(norm: str, allowed: tuple[str, ...] = NORMS) -> str:
+    if norm not in allowed:
+        raise RobustlabError(f"unknown norm {norm!r}", f"use one of {', '.join(allowed)}")
     return norm
 
 
 def check_eps(eps: float, name: str = "eps") -> float:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise RobustlabError(f"{name} must be a finite number >= 0, got {eps!r}", f"set a non-negative {name}")
     return float(eps)
 
 
+def check_count(n: int, name: str, minimum: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
+        raise RobustlabError(f"{name} must be an integer >= {minimum}, got {n!r}", f"set {name} to at least {minimum}")
+    return n
+
+
 def random_like(x: torch.Tensor, seeds: torch.Tensor | None, kind: str = "uniform") -> torch.Tensor:
-    """Uniform [0,1) or standard normal noise shaped like ``x``.
+    """Uniform [0,1), standard normal or standard Laplace noise shaped like ``x``.
 
     With ``seeds`` (one integer per example) each example's noise depends only on its seed, so
     results do not change with batch size, order, process count or device.
     """
+    if kind == "laplace":
+        u = random_like(x, seeds) - 0.5
+        return -u.sign() * (1 - 2 * u.abs()).clamp_min(1e-12).log()
     draw = torch.rand if kind == "uniform" else torch.randn
     if seeds is None:
         return draw(x.shape, device=x.device, dtype=x.dtype)
@@ -48,55 +59,134 @@ def random_like(x: torch.Tensor, seeds: torch.Tensor | None, kind: str = "unifor
     return torch.stack(noise).to(device=x.device, dtype=x.dtype)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the summed cross-entropy w.r.t. ``x`` only (parameter grads untouched), and the logits."""
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient w.r.t. ``x`` only (parameter grads untouched) of the objective an attack ascends,
+    and the logits: the summed cross-entropy on ``y``, or minus the one on ``target`` if given."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+    loss = F.cross_entropy(logits, y, reduction="sum") if target is None else \
+        -F.cross_entropy(logits, target, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
 
 
 def lp_norm(v: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-example norm of a batch, shape ``(B,)``."""
     flat = v.flatten(1)
-    return flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
+    if norm == "linf":
+        return flat.abs().amax(1)
+    return flat.abs().sum(1) if norm == "l1" else flat.norm(p=2, dim=1)
+
+
+def per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(B,)`` vector to broadcast against a batch shaped like ``like``."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Carlini-Wagner margin, per example: ``max_{i!=t} Z_i - Z_t`` when targeted (``label`` = t),
+    ``Z_y - max_{i!=y} Z_i`` when untargeted; negative means the attack's goal is met."""
+    own = logits.gather(1, label[:, None]).squeeze(1)
+    other = logits.scatter(1, label[:, None], float("-inf")).amax(1)
+    return other - own if targeted else own - other
+
+
+def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torch.Tensor | None) -> torch.Tensor:
+    """DEEPSEC's targets: a uniformly random wrong class (``seeds`` make each example's draw depend
+    only on its seed) or the least-likely class of the clean logits."""
+    if rule == "least_likely":
+        return logits.argmin(1)
+    classes = logits.shape[1]
+    if seeds is None:
+        offset = torch.randint(0, classes - 1, y.shape, device=y.device)
+    else:
+        gen = torch.Generator()
+        offset = torch.tensor([int(torch.randint(0, classes - 1, (1,), generator=gen.manual_seed(int(s) ^ 0x5EED)))
+                               for s in seeds.tolist()], device=y.device)
+    return (y + 1 + offset) % classes
 
 
 class Attack:
-    """Base class. Subclasses implement :meth:`perturb`; ``__call__`` adds the checks.
+    """Base class. Subclasses implement :meth:`perturb`; ``__call__`` adds checks and bookkeeping.
 
-    After a call, ``last_success`` is a boolean per example: True where the returned image is
-    misclassified (``perturb`` may set it; otherwise one forward pass computes it). Attacks never change the model's train/eval mode or its parameter gradients.
+    After a call:
+
+    * ``last_success``: bool per example; the returned image is misclassified (untargeted) or
+      classified as its target (targeted). ``perturb`` may set it; otherwise one forward pass does.
+    * ``last_target``: the targets used by a targeted attack (``None`` for untargeted ones).
+    * ``last_iterations``: per example iteration counts of iterative attacks (see each class).
+
+    Targeted attacks (``targeted`` true) take ``target=`` (int or one class per example); without
+    it they choose targets by ``target_rule`` following DEEPSEC: ``"random"`` (a uniformly random
+    wrong class, seeded per example by ``seeds``) or ``"least_likely"`` (the LLC family).
+    Minimal-perturbation attacks set ``clean_on_failure`` and return the clean input wherever they fail.
+
+    Attacks never change the model's train/eval mode or its parameter gradients: gradients are
+    taken with ``torch.autograd.grad`` on the input only.
     """
 
     name = "attack"
     #: "whitebox" (uses gradients) or "blackbox"; decides the report key of later metrics.
     kind = "whitebox"
+    targeted = False
+    target_rule = "random"
+    clean_on_failure = False
 
     def __init__(self):
         self.last_success: torch.Tensor | None = None
+        self.last_target: torch.Tensor | None = None
+        self.last_iterations: torch.Tensor | None = None
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None) -> torch.Tensor:
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None) -> torch.Tensor:
+    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, target) -> torch.Tensor:
+        who = type(self).__name__
+        with torch.no_grad():
+            logits = model(x)
+        classes = logits.shape[1]
+        if classes < 2:
+            raise RobustlabError(f"{who} is targeted but the model has {classes} class",
+                                 "use an untargeted attack on a one-class model")
+        if target is None:
+            if self.target_rule not in TARGET_RULES:
+                raise RobustlabError(f"unknown target rule {self.target_rule!r}", f"use one of {', '.join(TARGET_RULES)}")
+            return choose_targets(logits, y, self.target_rule, seeds)
+        target = torch.as_tensor(target, device=x.device).long().expand(len(x)).clone()
+        if target.min() < 0 or target.max() >= classes:
+            raise RobustlabError(f"{who} got targets outside [0, {classes})", f"pass class indices below {classes}")
+        return target
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
+                 target: torch.Tensor | int | None = None) -> torch.Tensor:
         """Attack a batch of [0,1] images ``x`` with labels ``y``; returns detached ``x_adv``.
 
-        ``seeds`` (optional, one int per example) makes random starts reproducible per example.
+        ``seeds`` (optional, one int per example) makes random starts and random targets
+        reproducible per example; ``target`` fixes the targets of a targeted attack.
         """
+        who = type(self).__name__
         if torch.is_inference_mode_enabled():
-            raise RobustlabError(f"{type(self).__name__} was called under torch.inference_mode(), where gradients "
+            raise RobustlabError(f"{who} was called under torch.inference_mode(), where gradients "
                                  "cannot be computed", "use Trainer(inference_mode=False) or call it outside inference mode")
-        check_images(x, type(self).__name__)
-        y = y.to(x.device)
-        self.last_success = None
+        check_images(x, who)
+        if target is not None and not self.targeted:
+            raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
+        x, y = x.detach(), y.to(x.device)
+        self.last_success = self.last_target = self.last_iterations = None
         with torch.enable_grad():
-            x_adv = self.perturb(model, x.detach(), y, seeds).detach()
+            if self.targeted:
+                self.last_target = self._targets(model, x, y, seeds, target)
+            x_adv = self.perturb(model, x, y, seeds, self.last_target).detach()
         if self.last_success is None:
             with torch.no_grad():
-                self.last_success = model(x_adv).argmax(1) != y
+                pred = model(x_adv).argmax(1)
+            self.last_success = pred == self.last_target if self.targeted else pred != y
+        if self.clean_on_failure:
+            x_adv = torch.where(per_example(self.last_success, x), x_adv, x)
         return x_adv
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("last_"))
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith(("last_", "_")))
         return f"{type(self).__name__}({args})"

@@ -1,41 +1,67 @@
-"""Projected Gradient Descent (Madry et al. 2018) in Linf and L2."""
+"""Iterative gradient attacks: PGD (Linf, L2, sparse L1), BIM, ILLC and MI-FGSM."""
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_eps, check_norm, input_gradient, lp_norm, random_like
+from robustlab.errors import RobustlabError
+from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, input_gradient, lp_norm, per_example,
+                                    random_like)
+
+
+def project_l1_ball(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Euclidean projection of each example of ``delta`` onto the L1 ball of radius ``eps``
+    (Duchi et al. 2008, sort-based); examples already inside are left unchanged."""
+    flat = delta.flatten(1)
+    abs_flat = flat.abs()
+    outside = abs_flat.sum(1) > eps
+    if not outside.any():
+        return delta
+    mu = abs_flat.sort(1, descending=True).values
+    cums = mu.cumsum(1) - eps
+    ranks = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    rho = ((mu - cums / ranks) > 0).sum(1).clamp_min(1)
+    theta = cums.gather(1, (rho - 1)[:, None]) / rho[:, None].to(delta.dtype)
+    shrunk = flat.sign() * (abs_flat - theta).clamp_min(0)
+    return torch.where(outside[:, None], shrunk, flat).view_as(delta)
 
 
 class PGD(Attack):
-    """``steps`` gradient steps of size ``step`` on the cross-entropy, projected onto the
-    ``norm`` ball of radius ``eps`` around ``x`` and onto [0,1].
+    """Projected gradient ascent (Madry et al. 2018): ``steps`` steps of size ``step`` on the
+    cross-entropy, projected onto the ``norm`` ball of radius ``eps`` around ``x`` and onto [0,1].
 
-    * ``random_start``: start from a uniform point of the Linf ball, or a uniform point of the
-      L2 ball (Gaussian direction, radius ``eps * u**(1/d)``).
-    * ``keep_successful`` (default): per example, return the last iterate that was misclassified
-      if the final one is not, so a lucky final step never hides a found adversarial example.
+    * ``norm="linf"``: sign steps; ``"l2"``: steps along the L2-normalised gradient;
+      ``"l1"``: Sparse L1 Descent (SLIDE, Tramer & Boneh 2019): gradient entries that would leave
+      [0,1] are dropped, the sign of the entries at or above the ``quantile`` of ``|grad|`` is
+      kept and L1-normalised, then the iterate is projected onto the L1 ball (Duchi et al. 2008).
+    * ``random_start``: a uniform point of the Linf ball; or of the L2 / L1 ball (Gaussian /
+      Laplace direction, radius ``eps * u**(1/d)``), clipped to [0,1].
+    * ``keep_successful`` (default): per example, return the last iterate that met the goal if the
+      final one does not, so a lucky final step never hides a found adversarial example.
       ``False`` returns the plain last iterate (Madry's training attack).
 
-    ``last_iterations`` holds, per example, the first step at which it was misclassified
+    ``last_iterations`` holds, per example, the first step at which the goal was met
     (0 = already at the start point) or ``steps + 1`` if never.
     """
 
     name = "pgd"
 
     def __init__(self, eps: float = 0.3, step: float = 0.01, steps: int = 40, norm: str = "linf",
-                 random_start: bool = True, keep_successful: bool = True):
+                 random_start: bool = True, keep_successful: bool = True, quantile: float = 0.99):
         super().__init__()
         self.eps, self.step = check_eps(eps), check_eps(step, "step")
-        self.steps, self.norm = int(steps), check_norm(norm)
+        self.steps, self.norm = check_count(steps, "steps", 0), check_norm(norm)
         self.random_start, self.keep_successful = random_start, keep_successful
-        self.last_iterations: torch.Tensor | None = None
+        if not 0 <= quantile <= 1:
+            raise RobustlabError(f"quantile must lie in [0,1], got {quantile!r}", "use e.g. 0.99 (Tramer & Boneh)")
+        self.quantile = float(quantile)
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         delta = x_adv - x
         if self.norm == "linf":
             delta = delta.clamp(-self.eps, self.eps)
+        elif self.norm == "l2":
+            delta = delta * per_example((self.eps / lp_norm(delta, "l2").clamp_min(1e-12)).clamp(max=1.0), x)
         else:
-            scale = (self.eps / lp_norm(delta, "l2").clamp_min(1e-12)).clamp(max=1.0)
-            delta = delta * scale.view(-1, *([1] * (x.dim() - 1)))
+            delta = project_l1_ball(delta, self.eps)
         return (x + delta).clamp(0, 1)
 
     def _start(self, x: torch.Tensor, seeds) -> torch.Tensor:
@@ -43,32 +69,102 @@ class PGD(Attack):
             return x.clone()
         if self.norm == "linf":
             return (x + (2 * random_like(x, seeds) - 1) * self.eps).clamp(0, 1)
-        direction = random_like(x, seeds, "normal")
-        direction = direction / lp_norm(direction, "l2").clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        dim = x[0].numel()
-        radius = self.eps * random_like(x[:, :1, :1, :1].flatten(1), seeds).view(-1) ** (1.0 / dim)
-        return self._project(x + direction * radius.view(-1, *([1] * (x.dim() - 1))), x)
+        direction = random_like(x, seeds, "normal" if self.norm == "l2" else "laplace")
+        direction = direction / per_example(lp_norm(direction, self.norm).clamp_min(1e-12), x)
+        radius = self.eps * random_like(x[:, :1, :1, :1].flatten(1), seeds).view(-1) ** (1.0 / x[0].numel())
+        return self._project(x + direction * per_example(radius, x), x)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None) -> torch.Tensor:
-        shape = (-1, *([1] * (x.dim() - 1)))
+    def _direction(self, grad: torch.Tensor, x_adv: torch.Tensor, t: int) -> torch.Tensor:
+        if self.norm == "linf":
+            return grad.sign()
+        if self.norm == "l2":
+            return grad / per_example(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+        movable = ((x_adv > 0) | (grad > 0)) & ((x_adv < 1) | (grad < 0))
+        grad = grad * movable
+        magnitude = grad.abs().flatten(1)
+        threshold = torch.quantile(magnitude, self.quantile, dim=1, keepdim=True)
+        sparse = torch.where((magnitude >= threshold) & (magnitude > 0), grad.flatten(1).sign(), 0.0)
+        return (sparse / sparse.abs().sum(1, keepdim=True).clamp_min(1)).view_as(grad)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
+                target: torch.Tensor | None = None) -> torch.Tensor:
         x_adv = self._start(x, seeds)
-        best = x_adv.clone()
+        best = x_adv
         first = torch.full((len(x),), self.steps + 1, device=x.device)
         for t in range(self.steps + 1):
             if t < self.steps:
-                grad, logits = input_gradient(model, x_adv, y)
+                grad, logits = input_gradient(model, x_adv, y, target)
             else:
                 with torch.no_grad():
                     logits = model(x_adv)
-            wrong = logits.argmax(1) != y
-            best[wrong] = x_adv[wrong]
-            first[wrong & (first > t)] = t
+            pred = logits.argmax(1)
+            met = pred == target if target is not None else pred != y
+            if self.keep_successful:
+                best = torch.where(per_example(met, x), x_adv, best)
+            first = torch.where(met & (first > t), t, first)
             if t < self.steps:
-                direction = grad.sign() if self.norm == "linf" else grad / lp_norm(grad, "l2").clamp_min(1e-12).view(shape)
-                x_adv = self._project(x_adv + self.step * direction, x)
+                x_adv = self._project(x_adv + self.step * self._direction(grad, x_adv, t), x)
         self.last_iterations = first
         if not self.keep_successful:
-            self.last_success = wrong
+            self.last_success = met
             return x_adv
         self.last_success = first <= self.steps
-        return torch.where(self.last_success.view(shape), best, x_adv)
+        return torch.where(per_example(self.last_success, x), best, x_adv)
+
+
+class BIM(PGD):
+    """Basic Iterative Method (Kurakin et al. 2017): PGD-Linf from the clean image.
+    DEEPSEC defaults: eps 0.3 / 0.1, step 0.05 / 0.01, 15 steps (MNIST / CIFAR-10)."""
+
+    name = "bim"
+
+    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 15, keep_successful: bool = True):
+        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+
+
+class ILLC(PGD):
+    """Iterative least-likely class (Kurakin et al. 2017): BIM descending the cross-entropy of the
+    clean image's least-likely class (or ``target=``). DEEPSEC: eps 0.3 / 0.1, step 0.05 / 0.01, 10 steps."""
+
+    name = "illc"
+    targeted = True
+    target_rule = "least_likely"
+
+    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 10, keep_successful: bool = True):
+        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+
+
+class LLC(ILLC):
+    """Least-likely class (Kurakin et al. 2017): one signed step of size ``eps`` towards the
+    clean image's least-likely class (or ``target=``). DEEPSEC: eps 0.3 / 0.1."""
+
+    name = "llc"
+
+    def __init__(self, eps: float = 0.3):
+        super().__init__(eps, eps, 1, keep_successful=False)
+
+
+class MIFGSM(PGD):
+    """Momentum iterative FGSM (Dong et al. 2018): ``g <- decay * g + grad / ||grad||_1`` and
+    ``x <- clip(x + step * sign(g))`` in the Linf ball. ``targeted=True`` is T-MI-FGSM, aimed at a
+    uniformly random wrong class (or ``target=``). DEEPSEC: as BIM (eps 0.3 / 0.1, step
+    0.05 / 0.01, 15 steps), decay 1.0."""
+
+    name = "mifgsm"
+
+    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 15, decay: float = 1.0,
+                 targeted: bool = False, keep_successful: bool = True):
+        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+        self.decay, self.targeted = check_eps(decay, "decay"), bool(targeted)
+        self._momentum: torch.Tensor | None = None
+
+    def _direction(self, grad: torch.Tensor, x_adv: torch.Tensor, t: int) -> torch.Tensor:
+        grad = grad / per_example(lp_norm(grad, "l1").clamp_min(1e-12), grad)
+        self._momentum = grad if t == 0 else self.decay * self._momentum + grad
+        return self._momentum.sign()
+
+    def perturb(self, model, x, y, seeds=None, target=None):
+        try:
+            return super().perturb(model, x, y, seeds, target)
+        finally:
+            self._momentum = None

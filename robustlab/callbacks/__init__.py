@@ -1,4 +1,5 @@
 """Lightning callbacks."""
 from robustlab.callbacks.attack_callback import AttackCallback
+from robustlab.callbacks.corruption_callback import CorruptionCallback
 
-__all__ = ["AttackCallback"]
+__all__ = ["AttackCallback", "CorruptionCallback"]

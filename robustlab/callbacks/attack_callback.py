@@ -37,7 +37,8 @@ class AttackCallback(L.Callback):
 
     Per attack it reports ``robust_accuracy`` (share of all samples classified correctly both
     clean and under the attack), ``MR`` (DEEPSEC: share of clean-correct samples the attack
-    misclassifies), ``n_samples`` and ``seconds`` (generation time summed over processes).
+    misclassifies, or, for a targeted attack, moves to its target), ``n_samples`` and
+    ``seconds`` (generation time summed over processes).
     ``worst_case`` counts a sample robust only if every attack failed on it.
 
     Random starts are seeded per sample (``seed`` and the sample's index), so results are the
@@ -83,7 +84,7 @@ class AttackCallback(L.Callback):
                     adv = pl_module(x_adv).argmax(1)
                 m = metrics[name]
                 m.robust.update(torch.where(clean == y, adv, -1), y)
-                m.mr.update(clean, adv, y)
+                m.mr.update(clean, adv, y, target=attack.last_target if attack.targeted else None)
                 m.cost.update(seconds, len(y))
                 robust &= adv == y
                 if bar is not None:

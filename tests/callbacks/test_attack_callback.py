@@ -54,3 +54,21 @@ def test_attack_under_inference_mode_fails_clearly(standard_model, mnist_test_ba
     x, y = mnist_test_batch
     with pytest.raises(RobustlabError, match="inference_mode"):
         _test(standard_model, x[:16], y[:16], inference_mode=True)
+
+
+def test_targeted_mr_counts_hits_on_the_target(standard_model, mnist_test_batch):
+    from robustlab.attacks import ILLC
+
+    x, y = mnist_test_batch[0][:64], mnist_test_batch[1][:64]
+    attack = ILLC(eps=0.2, step=0.02, steps=10)
+    callback = AttackCallback({"illc": attack}, stages=("test",), progress=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        inference_mode=False, callbacks=[callback])
+    trainer.test(RobustClassifier(standard_model), _loader(x, y, 64), verbose=False)
+    with torch.no_grad():
+        clean = standard_model(x).argmax(1) == y
+        x_adv = ILLC(eps=0.2, step=0.02, steps=10)(standard_model, x, y)
+        hit = standard_model(x_adv).argmax(1) == attack.last_target
+        wrong = standard_model(x_adv).argmax(1) != y
+    assert callback.results["test"]["attacks"]["illc"]["MR"] == (clean & hit).sum().item() / clean.sum().item()
+    assert (clean & hit).sum() < (clean & wrong).sum(), "the targeted MR must not count untargeted misses"

@@ -1,0 +1,90 @@
+"""Time robustlab attacks against torchattacks on one model, batch and device, in one run.
+
+    python bench/attacks.py [--batch 200] [--repeats 5] [--device cpu]
+
+Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0),
+and PGD-k against k bare forward+backward passes of the model (goal <= 1.15). Runs are
+interleaved and the median of ``--repeats`` is reported to damp noise on shared machines.
+The model is an (untrained) DEEPSEC MNIST CNN: timings do not depend on the weights except
+through CW early stopping (see the rows).
+"""
+import argparse
+import os
+import sys
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from robustlab.attacks import CW2, PGD  # noqa: E402
+from robustlab.models.mnist_cnn import MNISTCNN  # noqa: E402
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--cw-steps", type=int, default=50)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = MNISTCNN().to(device).eval()
+    x = torch.rand(args.batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
+    k, eps, step = 10, 0.3, 0.03
+
+    def bare_passes():
+        for _ in range(k):
+            xr = x.detach().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+
+    runs = {
+        "pgd_linf_10": (lambda: PGD(eps=eps, step=step, steps=k)(model, x, y),
+                        lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=k, random_start=True)(x, y)),
+        # torchattacks' CW always stops early once the summed loss stops falling (checked every
+        # steps/10); ours with abort_early uses Carlini's stricter 0.01%-progress rule.
+        "cw2_abort": (
+            lambda: CW2(kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=True,
+                        targeted=False)(model, x, y),
+            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y)),
+        # Ours running every step, against the same torchattacks run: an upper bound on our cost.
+        "cw2_no_abort": (
+            lambda: CW2(kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=False,
+                        targeted=False)(model, x, y),
+            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y)),
+    }
+    times = {name: ([], []) for name in runs}
+    floor = []
+    for fn in (bare_passes, *[f for pair in runs.values() for f in pair]):
+        fn()  # warm-up
+    for _ in range(args.repeats):
+        floor.append(_timed(bare_passes, sync))
+        for name, (ours, theirs) in runs.items():
+            times[name][0].append(_timed(ours, sync))
+            times[name][1].append(_timed(theirs, sync))
+    print(f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
+          f"threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")
+    for name, (ours, theirs) in times.items():
+        o, t = statistics.median(ours), statistics.median(theirs)
+        print(f"{name:<14}{o:>10.3f}{t:>18.3f}{o / t:>8.2f}")
+    bare = statistics.median(floor)
+    pgd = statistics.median(times["pgd_linf_10"][0])
+    print(f"PGD-{k} / {k} bare forward+backward passes: {pgd:.3f} / {bare:.3f} = {pgd / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

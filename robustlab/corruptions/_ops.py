@@ -1,0 +1,224 @@
+"""Batched building blocks shared by the corruption families: randomness, padding, filters, resampling."""
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+class Rng:
+    """Random draws of shape ``(B, *shape)`` from one ``torch.Generator`` for the whole batch, or from
+    one generator per sample (then a sample's draws do not depend on the rest of its batch)."""
+
+    def __init__(self, generator, batch: int, device: torch.device):
+        self.per_sample = isinstance(generator, Sequence)
+        if self.per_sample and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+        self.generator, self.batch, self.device = generator, batch, device
+
+    def _draw(self, fn, shape, dtype=torch.float32):
+        if not self.per_sample:
+            g = self.generator
+            dev = g.device if g is not None else self.device
+            return fn((self.batch, *shape), g, dev, dtype).to(self.device)
+        return torch.stack([fn(tuple(shape), g, g.device, dtype) for g in self.generator]).to(self.device)
+
+    def normal(self, *shape, mean=0.0, std=1.0):
+        return self._draw(lambda s, g, d, t: torch.randn(s, generator=g, device=d, dtype=t), shape) * std + mean
+
+    def uniform(self, *shape, low=0.0, high=1.0):
+        return self._draw(lambda s, g, d, t: torch.rand(s, generator=g, device=d, dtype=t), shape) * (high - low) + low
+
+    def randint(self, low, high, *shape):
+        return self._draw(lambda s, g, d, t: torch.randint(low, high, s, generator=g, device=d), shape)
+
+    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
+        if not self.per_sample:
+            g = self.generator
+            dev = g.device if g is not None else rates.device
+            return torch.poisson(rates.to(dev), generator=g).to(rates.device)
+        return torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rates, self.generator)]
+                           ).to(rates.device)
+
+
+def pad_index(n: int, before: int, after: int, mode: str, device=None) -> torch.Tensor:
+    """Source indices for padding a length-``n`` axis: ``replicate`` (scipy nearest), ``symmetric`` (scipy
+    reflect, edge repeated), ``reflect`` (OpenCV reflect-101, edge not repeated)."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "replicate":
+        return i.clamp(0, n - 1)
+    if mode == "symmetric":
+        period = 2 * n
+        i = i % period
+        return torch.where(i >= n, period - 1 - i, i)
+    if mode == "reflect":
+        if n == 1:
+            return torch.zeros_like(i)
+        period = 2 * n - 2
+        i = i % period
+        return torch.where(i >= n, period - i, i)
+    raise ValueError(mode)
+
+
+def pad2d(x: torch.Tensor, ph: tuple[int, int], pw: tuple[int, int], mode: str) -> torch.Tensor:
+    """Pad the last two axes by index gathering (works for pads wider than the image)."""
+    h, w = x.shape[-2:]
+    if max(ph) < h and max(pw) < w:
+        if mode in ("replicate", "reflect"):
+            return F.pad(x, (pw[0], pw[1], ph[0], ph[1]), mode=mode)
+        top, bottom = x[..., :ph[0], :].flip(-2), x[..., h - ph[1]:, :].flip(-2)
+        x = torch.cat([top, x, bottom], -2)
+        left, right = x[..., :pw[0]].flip(-1), x[..., w - pw[1]:].flip(-1)
+        return torch.cat([left, x, right], -1)
+    x = x.index_select(-2, pad_index(h, *ph, mode, x.device))
+    return x.index_select(-1, pad_index(w, *pw, mode, x.device))
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
+    """Correlate every channel of ``x`` (B,C,H,W) with a 2-D ``kernel`` (kh,kw) (or (B,kh,kw)), same size."""
+    b, c, h, w = x.shape
+    kh, kw = kernel.shape[-2:]
+    xp = pad2d(x, (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2), mode)
+    kernel = kernel.to(x)
+    if kernel.dim() == 2:
+        return F.conv2d(xp.reshape(b * c, 1, *xp.shape[-2:]), kernel[None, None]).reshape(b, c, h, w)
+    weight = kernel[:, None].repeat_interleave(c, 0)
+    return F.conv2d(xp.reshape(1, b * c, *xp.shape[-2:]), weight, groups=b * c).reshape(b, c, h, w)
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    """scipy.ndimage's sampled Gaussian: radius ``int(truncate * sigma + 0.5)``, normalised."""
+    radius = int(truncate * float(sigma) + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def filter_matrix(n: int, taps: torch.Tensor, mode: str, device=None) -> torch.Tensor:
+    """(n, n) operator correlating a length-``n`` axis with the centred 1-D ``taps`` under border ``mode``."""
+    k = len(taps)
+    src = pad_index(n, k // 2, k - 1 - k // 2, mode, device)
+    rows = torch.arange(n, device=device)[:, None].expand(n, k)
+    cols = src[torch.arange(n, device=device)[:, None] + torch.arange(k, device=device)[None]]
+    m = torch.zeros(n, n, dtype=torch.float64, device=device)
+    m.index_put_((rows.reshape(-1), cols.reshape(-1)), taps.double().to(device).repeat(n), accumulate=True)
+    return m
+
+
+def gaussian_blur(x: torch.Tensor, sigma, mode: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
+    """skimage.filters.gaussian on (B,C,H,W): separable, ``sigma`` scalar or (sigma_h, sigma_w); applied
+    as two (H,H)/(W,W) matrix products, which beats direct convolution for wide kernels on small images."""
+    sh, sw = (sigma, sigma) if np.isscalar(sigma) else sigma
+    h, w = x.shape[-2:]
+    one = torch.ones(1, dtype=torch.float64)
+    mh = filter_matrix(h, gaussian_kernel1d(sh, truncate) if sh > 0 else one, mode, x.device)
+    mw = filter_matrix(w, gaussian_kernel1d(sw, truncate) if sw > 0 else one, mode, x.device)
+    return apply_separable(x, mh, mw)
+
+
+def filter2d_lowrank(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
+    """:func:`filter2d` through the kernel's SVD: a sum of separable filters, each two matrix products
+    (exact up to float rounding; fast for wide kernels)."""
+    h, w = x.shape[-2:]
+    u, s, vt = torch.linalg.svd(kernel.double())
+    out = torch.zeros_like(x)
+    for r in range(int((s > s[0] * 1e-9).sum())):
+        root = s[r].sqrt()
+        out += apply_separable(x, filter_matrix(h, u[:, r] * root, mode, x.device),
+                               filter_matrix(w, vt[r] * root, mode, x.device))
+    return out
+
+
+def interp_matrix(coords: torch.Tensor, n: int) -> torch.Tensor:
+    """(len(coords), n) linear-interpolation weights sampling a length-``n`` axis at ``coords``
+    (clamped to the axis)."""
+    coords = coords.clamp(0, n - 1)
+    lo = coords.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = coords - lo
+    m = torch.zeros(len(coords), n, dtype=coords.dtype, device=coords.device)
+    rows = torch.arange(len(coords), device=coords.device)
+    m.index_put_((rows, lo), 1 - frac, accumulate=True)
+    m.index_put_((rows, hi), frac, accumulate=True)
+    return m
+
+
+def zoom_matrix(n: int, factor: float, centered_trim: bool, device=None) -> torch.Tensor:
+    """(n, n) operator of the ImageNet-C ``clipped_zoom`` along one axis: crop ``ceil(n/factor)``
+    centred pixels, scipy-zoom them (order 1, corners aligned) by ``factor``, keep ``n`` outputs
+    (the first ``n``, or the centred ``n`` with ``centered_trim`` as in the CIFAR code)."""
+    crop = int(math.ceil(n / float(factor)))
+    top = (n - crop) // 2
+    out = int(round(crop * factor))
+    start = (out - n) // 2 if centered_trim else 0
+    o = torch.arange(start, start + n, dtype=torch.float64, device=device)
+    scale = (crop - 1) / (out - 1) if out > 1 else 0.0
+    m = torch.zeros(n, n, dtype=torch.float64, device=device)
+    m[:, top:top + crop] = interp_matrix(o * scale, crop)
+    return m
+
+
+def apply_separable(x: torch.Tensor, mh: torch.Tensor, mw: torch.Tensor) -> torch.Tensor:
+    """``mh @ x @ mw.T`` on the last two axes."""
+    return torch.matmul(torch.matmul(mh.to(x), x), mw.to(x).transpose(-1, -2))
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+    """ImageMagick-style motion blur, one angle (degrees) per image: a one-sided Gaussian of
+    ``2*radius+1`` taps along the direction, edge pixels replicated; taps beyond the image are dropped."""
+    b, c, h, w = x.shape
+    width = int(2 * math.ceil(radius) + 1)
+    taps = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    taps = (taps / taps.sum()).to(x)
+    rad = torch.deg2rad(angle.double())
+    out = torch.zeros_like(x)
+    alive = torch.ones(b, dtype=torch.bool, device=x.device)
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    for i in range(width):
+        dy = -torch.ceil(i * torch.sin(rad) - 0.5).long().to(x.device)
+        dx = -torch.ceil(i * torch.cos(rad) - 0.5).long().to(x.device)
+        alive &= (dy.abs() < h) & (dx.abs() < w)
+        if not alive.any():
+            break
+        r = (rows[None] - dy[:, None]).clamp(0, h - 1)
+        cc = (cols[None] - dx[:, None]).clamp(0, w - 1)
+        shifted = x.gather(2, r[:, None, :, None].expand(b, c, h, w))
+        shifted = shifted.gather(3, cc[:, None, None, :].expand(b, c, h, w))
+        out += (taps[i] * alive.to(x))[:, None, None, None] * shifted
+    return out
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) luma (ITU-R 601) of RGB, or the image itself when it has one channel."""
+    if x.shape[1] == 1:
+        return x
+    wts = torch.tensor(LUMA, dtype=x.dtype, device=x.device)
+    return (x * wts[None, :, None, None]).sum(1, keepdim=True)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """skimage.color.rgb2hsv on (B,3,H,W), hue in [0,1)."""
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    delta = v - x.min(1).values
+    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
+    d = delta.clamp_min(1e-12)
+    h = torch.where(v == r, (g - b) / d, torch.where(v == g, 2 + (b - r) / d, 4 + (r - g) / d))
+    h = torch.where(delta > 0, (h / 6) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """skimage.color.hsv2rgb on (B,3,H,W)."""
+    h, s, v = hsv.unbind(1)
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    hi = hi.long() % 6
+    choices = torch.stack([torch.stack(c, 0) for c in
+                           ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0)
+    idx = hi[None, None].expand(1, 3, *hi.shape)
+    return choices.gather(0, idx)[0].permute(1, 0, 2, 3)

@@ -1,0 +1,137 @@
+"""Weather corruptions: snow, frost, fog and (held-out) spatter."""
+import torch
+import torch.nn.functional as F
+
+from robustlab.corruptions import _ops, frost as _frost
+from robustlab.corruptions._ops import Rng
+
+WATER = (175 / 255, 238 / 255, 238 / 255)
+MUD = (63 / 255, 42 / 255, 20 / 255)
+
+
+def _colour(rgb, x: torch.Tensor) -> torch.Tensor:
+    """(1, C, 1, 1) colour for ``x``: the RGB triple, or its luma for grayscale images."""
+    c = torch.tensor(rgb, dtype=x.dtype, device=x.device)[None, :, None, None]
+    return _ops.gray(c) if x.shape[1] == 1 else c
+
+
+def snow(x: torch.Tensor, c, rng: Rng, centered_trim: bool = False) -> torch.Tensor:
+    """Gaussian flakes (``c[0:2]``), zoomed by ``c[2]``, thresholded at ``c[3]``, motion-blurred
+    (``c[4:6]``, angle in [-135, -45]) and added twice (rotated 180 degrees) to the image brightened
+    towards ``1.5 * gray + 0.5`` with weight ``1 - c[6]``."""
+    b, _, h, w = x.shape
+    layer = rng.normal(1, h, w, mean=c[0], std=c[1])
+    layer = _ops.apply_separable(layer, _ops.zoom_matrix(h, c[2], centered_trim, x.device),
+                                 _ops.zoom_matrix(w, c[2], centered_trim, x.device))
+    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
+    layer = _ops.motion_blur(layer, c[4], c[5], rng.uniform(low=-135.0, high=-45.0))
+    layer = torch.round(layer * 255) / 255
+    x = c[6] * x + (1 - c[6]) * torch.maximum(x, _ops.gray(x) * 1.5 + 0.5)
+    return (x + layer + layer.flip(-1, -2)).clamp(0, 1)
+
+
+def frost(x: torch.Tensor, c, rng: Rng, cifar: bool = False, textures: str = "procedural") -> torch.Tensor:
+    """``c[0] * x + c[1] * texture`` with a frost texture per image (see :mod:`robustlab.corruptions.frost`)."""
+    b, ch, h, w = x.shape
+    if textures == "procedural":
+        tex = _frost.procedural(b, ch, h, w, rng, x.device)
+    else:
+        tex = _frost.reference(b, ch, h, w, rng, cifar, x.device)
+    return (c[0] * x + c[1] * tex.to(x)).clamp(0, 1)
+
+
+def fog(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
+    """Add ``c[0]`` times a diamond-square cloud (roughness decay ``c[1]``), rescale by the image maximum."""
+    b, _, h, w = x.shape
+    size = _frost.next_pow2(max(h, w))
+    cloud = _frost.plasma_fractal(b, size, c[1], rng, x.device)[:, None, :h, :w].to(x)
+    peak = x.flatten(1).amax(1)[:, None, None, None]
+    return ((x + c[0] * cloud) * peak / (peak + c[0])).clamp(0, 1)
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    return _ops.filter2d_lowrank(x, torch.full((3, 3), 1 / 9, dtype=torch.float64), "reflect")
+
+
+def _canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Canny edges of (B,1,H,W) 0..255 images: 3x3 Sobel, L1 magnitude, non-maximum suppression in four
+    directions, hysteresis by repeated 8-neighbour dilation of the strong edges into the weak ones."""
+    sx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=img.dtype)
+    gx, gy = _ops.filter2d_lowrank(img, sx, "reflect"), _ops.filter2d_lowrank(img, sx.T, "reflect")
+    mag = gx.abs() + gy.abs()
+    ax, ay = gx.abs(), gy.abs()
+    tan22 = 0.41421356
+    horiz = ay <= ax * tan22
+    vert = ay > ax / tan22
+    p = F.pad(mag, (1, 1, 1, 1))
+
+    def nb(dy, dx):
+        return p[..., 1 + dy:1 + dy + mag.shape[-2], 1 + dx:1 + dx + mag.shape[-1]]
+
+    diag_sign = (gx * gy) > 0
+    n1 = torch.where(horiz, nb(0, -1), torch.where(vert, nb(-1, 0), torch.where(diag_sign, nb(-1, -1), nb(-1, 1))))
+    n2 = torch.where(horiz, nb(0, 1), torch.where(vert, nb(1, 0), torch.where(diag_sign, nb(1, 1), nb(1, -1))))
+    peak = (mag > low) & (mag > n1) & (mag >= n2)
+    edges = (peak & (mag > high)).float()
+    weak = peak.float()
+    for _ in range(max(img.shape[-2:])):
+        grown = F.max_pool2d(edges, 3, 1, 1) * weak
+        if torch.equal(grown, edges):
+            break
+        edges = grown
+    return edges
+
+
+def _distance(edges: torch.Tensor, cap: float) -> torch.Tensor:
+    """Chamfer (1, sqrt 2) distance to the nearest edge pixel, capped at ``cap``."""
+    big = cap + 10.0
+    d = torch.where(edges > 0, torch.zeros_like(edges), torch.full_like(edges, big))
+    steps = [(dy, dx, (dy * dy + dx * dx) ** 0.5) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    h, w = d.shape[-2:]
+    for _ in range(int(cap) + 1):
+        p = F.pad(d, (1, 1, 1, 1), value=big)
+        new = d.clone()
+        for dy, dx, cost in steps:
+            torch.minimum(new, p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] + cost, out=new)
+        if torch.equal(new, d):
+            break
+        d = new
+    return d.clamp(max=cap)
+
+
+def _equalize(img: torch.Tensor) -> torch.Tensor:
+    """OpenCV ``equalizeHist`` per image on (B,1,H,W) integer-valued 0..255 floats."""
+    b = img.shape[0]
+    v = img.flatten(1).long().clamp(0, 255)
+    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float64))
+    total = v.shape[1]
+    first = (hist > 0).double().argmax(1, keepdim=True)
+    first_count = hist.gather(1, first)
+    scale = 255.0 / (total - first_count).clamp_min(1)
+    lut = torch.round((hist.cumsum(1) - first_count) * scale).clamp(0, 255)
+    lut = torch.where(first_count == total, first.double().expand(-1, 256), lut)
+    return lut.gather(1, v).reshape(img.shape).to(img)
+
+
+def spatter(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
+    """Water (``c[5] == 0``: embossed turquoise drops from a thresholded blurred Gaussian field) or mud
+    (``c[5] == 1``: brown blobs) splashes, after ImageNet-C."""
+    b, _, h, w = x.shape
+    liquid = _ops.gaussian_blur(rng.normal(1, h, w, mean=c[0], std=c[1]).to(x), c[2])
+    liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
+    if c[5] == 0:
+        lq8 = torch.floor(liquid * 255).clamp(0, 255)
+        dist = _distance(_canny(lq8, 50, 150), 20.0)
+        dist = torch.floor(_box3(dist))
+        dist = _equalize(dist)
+        emboss = torch.tensor([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]])
+        dist = torch.round(_ops.filter2d_lowrank(dist, emboss, "reflect")).clamp(0, 255)
+        dist = torch.round(_box3(dist))
+        m = liquid * dist
+        m = m / m.flatten(1).amax(1).clamp_min(1e-12)[:, None, None, None] * c[4]
+        if x.shape[1] == 1:
+            return (x + _ops.gray((m * _colour(WATER, torch.zeros(1, 3)).to(x)).clamp(0, 1))).clamp(0, 1)
+        return (x + m * _colour(WATER, x)).clamp(0, 1)
+    m = _ops.gaussian_blur((liquid > c[3]).to(x), c[4])
+    m = torch.where(m < 0.8, torch.zeros_like(m), m)
+    return (x * (1 - m) + _colour(MUD, x) * m).clamp(0, 1)
