@@ -26,7 +26,7 @@ class _TorchvisionData(ImageDataModule):
                 raise
             raise RobustlabError(
                 f"{self.name} is not under {self.root!r}",
-                f"add data.download=true (needs a network) or data.root=DIR where it is, or use data=mnist5k offline",
+                "add data.download=true (needs a network) or data.root=DIR where it is, or use data=mnist5k offline",
             ) from None
 
 

@@ -54,3 +54,20 @@ class AdversarialTraining(RobustClassifier):
             with eval_mode(self.model):
                 return self.generate(x, y)
         return self.generate(x, y)
+
+
+class RegularisedAdversarialTraining(AdversarialTraining):
+    """Minimise ``objective(f(x), f(x_adv), y, beta)``: a loss on clean and adversarial logits
+    with a robustness trade-off ``beta`` (TRADES, MART). Subclasses set ``objective``."""
+
+    objective: Callable[..., torch.Tensor]
+
+    def __init__(self, net: nn.Module, attack: Attack, beta: float = 6.0, warmup_epochs: float = 0.0,
+                 attack_mode: str = "eval", optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 scheduler_interval: str = "step"):
+        super().__init__(net, attack, warmup_epochs, attack_mode, optimizer, scheduler, scheduler_interval)
+        self.beta = beta
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_adv = self.adversarial(x, y)
+        return self.objective(self.model(x), self.model(x_adv), y, self.beta)

@@ -1,12 +1,8 @@
 """MART (Wang et al. 2020): misclassification-aware adversarial training."""
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from robustlab.attacks import PGD
-from robustlab.defenses.adversarial import AdversarialTraining
+from robustlab.defenses.adversarial import RegularisedAdversarialTraining
 
 
 def mart_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -20,15 +16,7 @@ def mart_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, b
     return (bce + beta * kl * (1 - p.gather(1, y[:, None]).squeeze(1))).mean()
 
 
-class MART(AdversarialTraining):
+class MART(RegularisedAdversarialTraining):
     """Minimise :func:`mart_loss` on PGD (cross-entropy) examples."""
 
-    def __init__(self, net: nn.Module, attack: PGD, beta: float = 6.0, warmup_epochs: float = 0.0,
-                 attack_mode: str = "eval", optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
-        super().__init__(net, attack, warmup_epochs, attack_mode, optimizer, scheduler, scheduler_interval)
-        self.beta = beta
-
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = self.adversarial(x, y)
-        return mart_loss(self.model(x), self.model(x_adv), y, self.beta)
+    objective = staticmethod(mart_loss)

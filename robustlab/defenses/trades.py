@@ -1,12 +1,10 @@
 """TRADES (Zhang et al. 2019): clean cross-entropy plus a KL robustness regulariser."""
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.base import Attack, check_eps, random_like
-from robustlab.defenses.adversarial import AdversarialTraining
+from robustlab.defenses.adversarial import RegularisedAdversarialTraining
 
 
 def trades_loss(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -40,16 +38,8 @@ class TradesKLAttack(Attack):
         return x_adv
 
 
-class TRADES(AdversarialTraining):
+class TRADES(RegularisedAdversarialTraining):
     """Minimise :func:`trades_loss` on examples from :class:`TradesKLAttack` (generated in eval
     mode by default, as the reference code does); ``beta`` trades accuracy for robustness."""
 
-    def __init__(self, net: nn.Module, attack: TradesKLAttack, beta: float = 6.0, warmup_epochs: float = 0.0,
-                 attack_mode: str = "eval", optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
-        super().__init__(net, attack, warmup_epochs, attack_mode, optimizer, scheduler, scheduler_interval)
-        self.beta = beta
-
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_adv = self.adversarial(x, y)
-        return trades_loss(self.model(x), self.model(x_adv), y, self.beta)
+    objective = staticmethod(trades_loss)
