@@ -2,7 +2,9 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
+from torchmetrics import Metric
 
 
 @contextmanager
@@ -15,3 +17,10 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def synced_states(metric: Metric) -> dict[str, torch.Tensor]:
+    """A metric's states reduced over all processes; ``compute()`` would un-sync them afterwards,
+    so counts read after it are per process."""
+    with metric.sync_context():
+        return {name: value.clone() for name, value in metric.metric_state.items()}

@@ -4,22 +4,15 @@ import time
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import Metric
 from tqdm.auto import tqdm
 
 from robustlab.attacks.base import Attack
 from robustlab.metrics import CA, MR
 from robustlab.metrics.computation_cost import CC
 from robustlab.metrics.functional import classification_accuracy, misclassification_ratio
-from robustlab.utils import eval_mode
+from robustlab.utils import eval_mode, synced_states
 
 STAGES = {"validate": "val", "test": "test"}
-
-
-def _synced(metric: Metric) -> dict[str, torch.Tensor]:
-    """The metric's states reduced over all processes (``compute()`` would un-sync them after)."""
-    with metric.sync_context():
-        return {name: value.clone() for name, value in metric.metric_state.items()}
 
 
 def _accuracy(states: dict[str, torch.Tensor]) -> float:
@@ -97,16 +90,16 @@ class AttackCallback(L.Callback):
             bar.close()
         self._bars = []
         metrics = self.metrics.pop(stage)
-        clean = _synced(metrics["clean"])
+        clean = synced_states(metrics["clean"])
         results = {"clean": {"CA": _accuracy(clean), "n_samples": int(clean["total"])}, "attacks": {}}
         for name in self.attacks:
-            robust, mr, cost = (_synced(m) for m in (metrics[name].robust, metrics[name].mr, metrics[name].cost))
+            robust, mr, cost = (synced_states(m) for m in (metrics[name].robust, metrics[name].mr, metrics[name].cost))
             results["attacks"][name] = {
                 "robust_accuracy": _accuracy(robust),
                 "MR": misclassification_ratio(mr["fooled"], mr["clean_correct"]).item(),
                 "n_samples": int(robust["total"]), "seconds": float(cost["seconds"])}
         if self.attacks:
-            worst = _synced(metrics["worst_case"])
+            worst = synced_states(metrics["worst_case"])
             results["worst_case"] = {"robust_accuracy": _accuracy(worst), "n_samples": int(worst["total"]),
                                      "attacks": list(self.attacks)}
         self.results[stage] = results

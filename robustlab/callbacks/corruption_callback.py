@@ -4,11 +4,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.callbacks.attack_callback import _synced
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
 from robustlab.metrics.functional import mean_corruption_error, mean_flip_rate, relative_mean_corruption_error
-from robustlab.utils import eval_mode
+from robustlab.utils import eval_mode, synced_states
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -103,7 +102,7 @@ class CorruptionCallback(L.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        st = _synced(self.ce)
+        st = synced_states(self.ce)
         errors = st["wrong"].double() / st["total"].double()
         clean = st["clean_wrong"] / st["clean_total"].double()
         benchmark = [i for i, c in enumerate(self.corruptions) if c in BENCHMARK]
@@ -121,7 +120,7 @@ class CorruptionCallback(L.Callback):
             "flip_probabilities": {}, "n_samples": int(st["clean_total"]),
         }
         if self.fr is not None:
-            fr = _synced(self.fr)
+            fr = synced_states(self.fr)
             fp = fr["flips"].double() / fr["pairs"].double()
             base_fp = fr["base_flips"].double() / fr["base_pairs"].double() if self.baseline is not None else None
             results["mFR"] = mean_flip_rate(fp, base_fp).item()
