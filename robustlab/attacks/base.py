@@ -116,6 +116,7 @@ class Attack:
       classified as its target (targeted). ``perturb`` may set it; otherwise one forward pass does.
     * ``last_target``: the targets used by a targeted attack (``None`` for untargeted ones).
     * ``last_iterations``: per example iteration counts of iterative attacks (see each class).
+    * ``last_queries``: per example model queries (forward passes on that example) of black-box attacks.
 
     Targeted attacks (``targeted`` true) take ``target=`` (int or one class per example); without
     it they choose targets by ``target_rule`` following DEEPSEC: ``"random"`` (a uniformly random
@@ -137,6 +138,7 @@ class Attack:
         self.last_success: torch.Tensor | None = None
         self.last_target: torch.Tensor | None = None
         self.last_iterations: torch.Tensor | None = None
+        self.last_queries: torch.Tensor | None = None
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None,
                 target: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,7 +176,7 @@ class Attack:
         if target is not None and not self.targeted:
             raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
         x, y = x.detach(), y.to(x.device)
-        self.last_success = self.last_target = self.last_iterations = None
+        self.last_success = self.last_target = self.last_iterations = self.last_queries = None
         with torch.enable_grad():
             if self.targeted:
                 self.last_target = self._targets(model, x, y, seeds, target)
