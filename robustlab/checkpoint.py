@@ -11,6 +11,7 @@ from robustlab.errors import RobustlabError
 
 META_KEY = "robustlab"
 MODEL_PREFIX = "model."
+INFERENCE_PREFIX = "inference."
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -33,11 +34,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def _weights(ckpt: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
 def build_model(ckpt: dict[str, Any]) -> nn.Module:
-    """Instantiate the checkpoint's model config and load its weights."""
-    model = instantiate(ckpt[META_KEY]["model"])
-    weights = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    model.load_state_dict(weights)
+    """Instantiate the checkpoint's model config and load its weights.
+
+    A defense that changes inference (a transform, a vote, a detector) saves a Hydra node under
+    ``meta["inference"]``: it is instantiated with ``net=`` the classifier, and its own weights are the
+    checkpoint's ``inference.*`` entries (if any). The result is what evaluation attacks."""
+    meta = ckpt[META_KEY]
+    model = instantiate(meta["model"])
+    model.load_state_dict(_weights(ckpt, MODEL_PREFIX))
+    if meta.get("inference"):
+        model = instantiate(meta["inference"], net=model)
+        extra = _weights(ckpt, INFERENCE_PREFIX)
+        if extra:
+            model.load_state_dict(extra)
     return model
 
 
