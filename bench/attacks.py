@@ -1,12 +1,16 @@
 """Time robustlab attacks against torchattacks on one model, batch and device, in one run.
 
-    python bench/attacks.py [--batch 200] [--repeats 5] [--device cpu]
+    python bench/attacks.py [--batch 200] [--repeats 5] [--device cpu] [--aa-batch 100] [--aa-repeats 3]
 
-Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0),
-and PGD-k against k bare forward+backward passes of the model (goal <= 1.15). Runs are
-interleaved and the median of ``--repeats`` is reported to damp noise on shared machines.
-The model is an (untrained) DEEPSEC MNIST CNN: timings do not depend on the weights except
-through CW early stopping (see the rows).
+Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0;
+AutoAttack <= 0.8), and PGD-k against k bare forward+backward passes of the model (goal <= 1.15).
+Runs are interleaved and the median of ``--repeats`` is reported to damp noise on shared machines.
+The PGD and CW rows use an (untrained) DEEPSEC MNIST CNN on random images: their timings do not
+depend on the weights except through CW early stopping (see the rows). The AutoAttack row needs
+points that stay robust, so it uses the same CNN trained for ``--aa-epochs`` on MNIST-5k and the
+first ``--aa-batch`` test images at eps 0.1, with torchattacks' AutoAttack(version="standard")
+settings on both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Square 5000 queries
+with the schedule rescaled to the budget.
 """
 import argparse
 import os
@@ -19,7 +23,8 @@ import torch.nn.functional as F
 import torchattacks
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from robustlab.attacks import CW2, PGD  # noqa: E402
+from robustlab.attacks import APGD, APGDT, CW2, FABT, PGD, AutoAttack, Square  # noqa: E402
+from robustlab.data import MNIST5k  # noqa: E402
 from robustlab.models.mnist_cnn import MNISTCNN  # noqa: E402
 
 
@@ -31,12 +36,41 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - start
 
 
+def _trained_model(epochs: int, device) -> torch.nn.Module:
+    """The DEEPSEC MNIST CNN after ``epochs`` of Adam on the MNIST-5k training images."""
+    train = MNIST5k().load("train")
+    model = MNISTCNN().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train.y), generator=gen).split(100):
+            loss = F.cross_entropy(model(train.x[idx].to(device)), torch.as_tensor(train.y[idx]).to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _autoattack_pair(model, x, y, eps: float, queries: int):
+    ours = AutoAttack(eps=eps, version="custom", attacks=[
+        APGD(eps=eps, steps=10), APGDT(eps=eps, steps=10, n_targets=9), FABT(eps=eps, steps=10, n_targets=9),
+        Square(eps=eps, n_queries=queries, rescale_schedule=True)])
+    theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
+    theirs._autoattack.attacks[-1].n_queries = queries
+    seeds = torch.arange(len(x))
+    return lambda: ours(model, x, y, seeds=seeds), lambda: theirs(x, y)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cw-steps", type=int, default=50)
+    parser.add_argument("--aa-batch", type=int, default=100)
+    parser.add_argument("--aa-repeats", type=int, default=3)
+    parser.add_argument("--aa-epochs", type=int, default=2)
+    parser.add_argument("--aa-queries", type=int, default=5000)
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -75,12 +109,25 @@ def main() -> None:
         for name, (ours, theirs) in runs.items():
             times[name][0].append(_timed(ours, sync))
             times[name][1].append(_timed(theirs, sync))
+    aa_model = _trained_model(args.aa_epochs, device)
+    test = MNIST5k().load("test")
+    pick = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))[:args.aa_batch]
+    x_aa, y_aa = test.x[pick].to(device), torch.as_tensor(test.y[pick]).to(device)
+    aa = _autoattack_pair(aa_model, x_aa, y_aa, 0.1, args.aa_queries)
+    times["autoattack"] = ([], [])
+    for _ in range(args.aa_repeats):
+        times["autoattack"][0].append(_timed(aa[0], sync))
+        times["autoattack"][1].append(_timed(aa[1], sync))
     print(f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
     print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")
     for name, (ours, theirs) in times.items():
         o, t = statistics.median(ours), statistics.median(theirs)
         print(f"{name:<14}{o:>10.3f}{t:>18.3f}{o / t:>8.2f}")
+    with torch.no_grad():
+        clean = (aa_model(x_aa).argmax(1) == y_aa).float().mean().item()
+    print(f"autoattack: trained CNN ({args.aa_epochs} epochs, clean accuracy {clean:.3f}), {args.aa_batch} test "
+          f"images, eps 0.1, median of {args.aa_repeats}")
     bare = statistics.median(floor)
     pgd = statistics.median(times["pgd_linf_10"][0])
     print(f"PGD-{k} / {k} bare forward+backward passes: {pgd:.3f} / {bare:.3f} = {pgd / bare:.2f}")

@@ -6,11 +6,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from robustlab.callbacks import AttackCallback
+from robustlab.attacks.adaptive import EOT_SAMPLES, adapt
+from robustlab.callbacks import AttackCallback, DetectionCallback
 from robustlab.checkpoint import META_KEY, build_model, read_checkpoint
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
-from robustlab.tasks import check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_trainer, plain, say, write_json
+from robustlab.tasks import check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_metrics, make_trainer, plain, say, write_json
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -30,11 +31,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     net = build_model(ckpt)
     check_compatible(net, datamodule)
     module = RobustClassifier(net)
-    attack_callback = AttackCallback(make_attacks(cfg.get("attack")), stages=("test",), seed=cfg.seed,
-                                     progress=cfg.get("progress", True))
+    configured = make_attacks(cfg.get("attack"))
+    attacks = {name: adapt(attack, net, cfg.get("eot_samples", EOT_SAMPLES)) if cfg.get("adaptive", True) else attack
+               for name, attack in configured.items()}
+    attack_callback = AttackCallback(attacks, stages=("test",), seed=cfg.seed,
+                                     progress=cfg.get("progress", True), metrics=make_metrics(cfg.get("metric")),
+                                     save_adv=Path(cfg.paths.output_dir) / "adv" if cfg.get("save_adv") else None)
     if cfg.get("baseline"):
         read_checkpoint(cfg.baseline)
     evaluations = {name: instantiate(node) for name, node in (cfg.get("evaluations") or {}).items() if node is not None}
+    if hasattr(net, "detect"):
+        evaluations.setdefault("detection", DetectionCallback())
     loggers = make_loggers(cfg.get("logger"))
     trainer = make_trainer(cfg, attack_callback, loggers, evaluations.values())
     log_config(loggers, cfg)
@@ -42,9 +49,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                  f"attacks: {', '.join(attack_callback.attacks) or 'none'}")
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = attack_callback.results["test"]
-    report = {"checkpoint": str(Path(cfg.ckpt).resolve()), "defense": meta.get("defense"), "data": datamodule.name,
+    report = {"checkpoint": str(Path(cfg.ckpt).resolve()), "defense_name": meta.get("defense"), "data": datamodule.name,
               "model": meta["model"].get("_target_"), "seed": int(cfg.seed), "world_size": trainer.world_size,
               **results, "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()},
+              "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
               **{name: callback.results for name, callback in evaluations.items()}}
     report_path = Path(cfg.paths.output_dir) / "report.json"
     if trainer.is_global_zero:
@@ -64,4 +72,8 @@ def _summary(report: dict, path: Path) -> str:
     if "corruption" in report:
         c = report["corruption"]
         lines.append(f"corruption: mCE {c['mCE']:.4f}, RmCE {c['RmCE']:.4f}, mFR {c['mFR']}, clean error {c['clean_error']:.4f}")
+    if "detection" in report:
+        d = report["detection"]
+        lines.append(f"detection: clean FPR {d['fpr']:.4f}" + "".join(
+            f", {name} detected {r['detection_rate']:.4f} of {r['n']}" for name, r in d["attacks"].items()))
     return "\n".join([*lines, f"report: {path.resolve()}"])

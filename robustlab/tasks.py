@@ -15,6 +15,7 @@ from robustlab.attacks.base import Attack
 from robustlab.callbacks import AttackCallback
 from robustlab.data.base import ImageDataModule
 from robustlab.errors import RobustlabError
+from robustlab.metrics.attack_metric import AttackMetric
 from robustlab.models.base import ImageClassifier
 
 
@@ -39,6 +40,16 @@ def plain(cfg: Any) -> Any:
 
 def make_attacks(cfg: DictConfig | None) -> dict[str, Attack]:
     return {name: instantiate(node) for name, node in (cfg or {}).items() if node is not None}
+
+
+def make_metrics(cfg: DictConfig | None) -> dict[str, AttackMetric]:
+    """The attack-utility metrics of ``cfg.metric``, fed by the attack callback once per attack."""
+    metrics = {name: instantiate(node) for name, node in (cfg or {}).items() if node is not None}
+    for name, metric in metrics.items():
+        if not isinstance(metric, AttackMetric):
+            raise RobustlabError(f"metric {name!r} is a {type(metric).__name__}, not an attack-utility metric",
+                                 "give metric= options from configs/metric (AttackMetric subclasses)")
+    return metrics
 
 
 def make_loggers(cfg: DictConfig | None) -> list[Logger]:

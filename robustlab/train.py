@@ -1,4 +1,5 @@
 """The train task: fit a defense on a datamodule, save a self-describing checkpoint."""
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -6,10 +7,11 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 import robustlab
 from robustlab.callbacks import AttackCallback
+from robustlab.errors import RobustlabError
 from robustlab.tasks import (check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_trainer, plain,
                              say, write_json)
 
@@ -23,9 +25,48 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v.numel() == 1}
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
+    """Train the prerequisite models a defense config lists under ``stages`` (DD's teacher, EAT's
+    static models): ``stages.<field>`` is one run, or a list of runs, each ``{defense: node, model:
+    node (optional), seed: int (optional)}``, trained with the rest of ``cfg`` (same data split) into
+    ``<output_dir>/<field>[_<i>]``, unless ``defense.<field>`` already gives checkpoint path(s). The
+    paths are filled into ``defense.<field>``. Each stage's checkpoint is on disk before the next
+    stage starts, so a later failure does not lose it. Returns ``{field: path(s)}``."""
+    stages = plain(cfg.defense.get("stages")) or {}
+    with open_dict(cfg):
+        cfg.defense.pop("stages", None)
+    done = {}
+    for field, spec in stages.items():
+        if cfg.defense.get(field) is None:
+            runs = spec if isinstance(spec, list) else [spec]
+            names = [f"{field}_{i}" for i in range(len(runs))] if isinstance(spec, list) else [field]
+            paths = []
+            for run, name in zip(runs, names):
+                sub = copy.deepcopy(cfg)
+                with open_dict(sub):
+                    sub.data = plain(cfg.data)  # the main run's split, whatever the stage's seed
+                    sub.defense, sub.seed = run["defense"], run.get("seed", cfg.seed)
+                    sub.model = run.get("model") or cfg.model
+                    sub.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
+                    sub.test, sub.attack = False, None
+                path = train(sub, f"{defense}/{name}")["checkpoint"]
+                if path is None:
+                    raise RobustlabError(f"stage {defense}/{name} saved no checkpoint",
+                                         "keep callbacks=default so that every stage writes checkpoints/last.ckpt")
+                paths.append(path)
+            with open_dict(cfg):
+                cfg.defense[field] = paths if isinstance(spec, list) else paths[0]
+        done[field] = plain(cfg.defense)[field]
+    return done
+
+
+def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     """Train ``cfg.defense`` on ``cfg.data`` with ``cfg.model``; return the checkpoint path and
-    the logged metrics. Writes ``summary.json`` into ``cfg.paths.output_dir``."""
+    the logged metrics. Writes ``summary.json`` into ``cfg.paths.output_dir``. Prerequisite
+    models (``defense.stages``) are trained first; a defense with an ``after_fit(datamodule)``
+    method (e.g. RC's radius search) gets it called after training, and the checkpoint re-saved."""
+    defense = name or _choice("defense") or str(cfg.defense.get("_target_", "defense")).rsplit(".", 1)[-1]
+    stages = _train_stages(cfg, defense)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model)
@@ -33,9 +74,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = instantiate(cfg.defense, net=net, optimizer=optimizer, scheduler=scheduler)
-    defense = _choice("defense") or type(module).__name__
     module.robustlab_meta = {"version": robustlab.__version__, "model": plain(cfg.model), "data": plain(cfg.data),
-                             "defense": defense, "seed": int(cfg.seed)}
+                             "defense": defense, "seed": int(cfg.seed), **({"stages": stages} if stages else {})}
     attack_callback = AttackCallback(make_attacks(cfg.get("attack")), seed=cfg.seed, progress=False)
     loggers = make_loggers(cfg.get("logger"))
     trainer = make_trainer(cfg, attack_callback, loggers)
@@ -46,10 +86,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics = _scalars(trainer.callback_metrics)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt_path = str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
+    if callable(getattr(module, "after_fit", None)):
+        module.after_fit(datamodule)
+        if ckpt_path:
+            trainer.save_checkpoint(ckpt_path)
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule)
         metrics.update(_scalars(trainer.callback_metrics))
-    summary = {"checkpoint": ckpt_path, "defense": defense, "metrics": metrics,
+    summary = {"checkpoint": ckpt_path, "defense": defense, "stages": stages, "metrics": metrics,
                "test": attack_callback.results.get("test")}
     if trainer.is_global_zero:
         log_run_info(loggers, {"checkpoint": ckpt_path})

@@ -4,5 +4,21 @@ from robustlab.attacks.deepfool import DeepFool
 from robustlab.attacks.fgsm import FGSM, RFGSM, RLLC
 from robustlab.attacks.optimization import CW2, EAD
 from robustlab.attacks.pgd import BIM, ILLC, LLC, MIFGSM, PGD
+from robustlab.attacks.apgd import APGD, APGDT
+from robustlab.attacks.autoattack import AutoAttack
+from robustlab.attacks.fab import FABT
+from robustlab.attacks.square import Square
+from robustlab.attacks.adaptive import BPDA, EOT, adapt
+from robustlab.attacks.boundary import BoundaryAttack
+from robustlab.attacks.nattack import NAttack
+from robustlab.attacks.spsa import SPSA
+from robustlab.attacks.transfer import TransferAttack
+from robustlab.attacks.blb import BLB
+from robustlab.attacks.jsma import JSMA
+from robustlab.attacks.optmargin import OptMargin
+from robustlab.attacks.uap import UAP
 
 __all__ = ["Attack", "BIM", "CW2", "DeepFool", "EAD", "FGSM", "ILLC", "LLC", "MIFGSM", "PGD", "RFGSM", "RLLC"]
+__all__ += ["BPDA", "BoundaryAttack", "EOT", "NAttack", "SPSA", "TransferAttack", "adapt"]
+__all__ += ["APGD", "APGDT", "AutoAttack", "FABT", "Square"]
+__all__ += ["BLB", "JSMA", "OptMargin", "UAP"]

@@ -34,8 +34,9 @@ class PGD(Attack):
       kept and L1-normalised, then the iterate is projected onto the L1 ball (Duchi et al. 2008).
     * ``random_start``: a uniform point of the Linf ball; or of the L2 / L1 ball (Gaussian /
       Laplace direction, radius ``eps * u**(1/d)``), clipped to [0,1].
-    * ``keep_successful`` (default): per example, return the last iterate that met the goal if the
-      final one does not, so a lucky final step never hides a found adversarial example.
+    * ``keep_successful`` (default): per example, return the last iterate seen to meet the goal if
+      the final one does not, so a lucky final step never hides a found adversarial example (the
+      final iterate is only evaluated for examples with no success yet, saving a forward pass).
       ``False`` returns the plain last iterate (Madry's training attack).
 
     ``last_iterations`` holds, per example, the first step at which the goal was met
@@ -91,25 +92,32 @@ class PGD(Attack):
         x_adv = self._start(x, seeds)
         best = x_adv
         first = torch.full((len(x),), self.steps + 1, device=x.device)
-        for t in range(self.steps + 1):
-            if t < self.steps:
-                grad, logits = input_gradient(model, x_adv, y, target)
-            else:
-                with torch.no_grad():
-                    logits = model(x_adv)
-            pred = logits.argmax(1)
-            met = pred == target if target is not None else pred != y
+        for t in range(self.steps):
+            grad, logits = input_gradient(model, x_adv, y, target)
+            met = self._met(logits, y, target)
             if self.keep_successful:
                 best = torch.where(per_example(met, x), x_adv, best)
             first = torch.where(met & (first > t), t, first)
-            if t < self.steps:
-                x_adv = self._project(x_adv + self.step * self._direction(grad, x_adv, t), x)
+            x_adv = self._project(x_adv + self.step * self._direction(grad, x_adv, t), x)
+        # The final iterate needs a forward pass only where its outcome decides something: every
+        # example without keep_successful, else only those not yet successful.
+        todo = first > self.steps if self.keep_successful else torch.ones_like(first, dtype=torch.bool)
+        met = torch.zeros_like(todo)
+        if todo.any():
+            with torch.no_grad():
+                met[todo] = self._met(model(x_adv[todo]), y[todo], None if target is None else target[todo])
+        first = torch.where(met & (first > self.steps), self.steps, first)
         self.last_iterations = first
         if not self.keep_successful:
             self.last_success = met
             return x_adv
         self.last_success = first <= self.steps
-        return torch.where(per_example(self.last_success, x), best, x_adv)
+        return torch.where(per_example(self.last_success & ~met, x), best, x_adv)
+
+    @staticmethod
+    def _met(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        pred = logits.argmax(1)
+        return pred == target if target is not None else pred != y
 
 
 class BIM(PGD):

@@ -6,8 +6,7 @@ from tqdm.auto import tqdm
 
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
-from robustlab.metrics.functional import mean_corruption_error, mean_flip_rate, relative_mean_corruption_error
-from robustlab.utils import eval_mode, synced_states
+from robustlab.utils import eval_mode
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -28,7 +27,9 @@ class CorruptionCallback(L.Callback):
     """On test batches ``(x, y, idx)``: errors under ``corruptions`` x ``severities`` (``params`` table),
     clean errors and, when ``perturbations`` are given, flip probabilities over sequences of
     ``sequence_length`` frames. ``baseline`` (a model or a checkpoint path) normalises mCE, RmCE and mFR
-    (Hendrycks); without it they are unnormalised (the CIFAR convention).
+    (Hendrycks); without it they are unnormalised (the CIFAR convention). mCE and RmCE come from the
+    :class:`~robustlab.metrics.MCE` metric: the mean over the benchmark corruptions and the severities
+    evaluated here (held-out corruptions are reported, not averaged).
 
     Each sample's randomness is seeded from ``seed``, its index, the corruption and the severity, so the
     results do not depend on batch size or process count. At test end ``self.results`` holds ``mCE``,
@@ -102,28 +103,21 @@ class CorruptionCallback(L.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        st = synced_states(self.ce)
-        errors = st["wrong"].double() / st["total"].double()
-        clean = st["clean_wrong"] / st["clean_total"].double()
-        benchmark = [i for i, c in enumerate(self.corruptions) if c in BENCHMARK]
-        sev = [s - 1 for s in self.severities]
-        base = base_clean = None
-        if self.baseline is not None:
-            base = (st["base_wrong"].double() / st["base_total"].double())[benchmark][:, sev]
-            base_clean = st["base_clean_wrong"] / st["base_clean_total"].double()
-        bench_errors = errors[benchmark][:, sev]
-        results = {
-            "mCE": mean_corruption_error(bench_errors, base).item() if benchmark else None,
-            "RmCE": relative_mean_corruption_error(bench_errors, clean, base, base_clean).item() if benchmark else None,
-            "mFR": None, "clean_error": clean.item(), "normalised": self.baseline is not None,
-            "errors": {c: {s: errors[i, s - 1].item() for s in self.severities} for i, c in enumerate(self.corruptions)},
-            "flip_probabilities": {}, "n_samples": int(st["clean_total"]),
-        }
+        benchmark = any(c in BENCHMARK for c in self.corruptions)
+        with self.ce.sync_context():
+            errors = self.ce.errors()
+            results = {
+                "mCE": self.ce.mce().item() if benchmark else None,
+                "RmCE": self.ce.rmce().item() if benchmark else None,
+                "mFR": None, "clean_error": self.ce.clean_error().item(), "normalised": self.baseline is not None,
+                "errors": {c: {s: errors[i, s - 1].item() for s in self.severities}
+                           for i, c in enumerate(self.corruptions)},
+                "flip_probabilities": {}, "n_samples": int(self.ce.clean_total),
+            }
         if self.fr is not None:
-            fr = synced_states(self.fr)
-            fp = fr["flips"].double() / fr["pairs"].double()
-            base_fp = fr["base_flips"].double() / fr["base_pairs"].double() if self.baseline is not None else None
-            results["mFR"] = mean_flip_rate(fp, base_fp).item()
+            with self.fr.sync_context():
+                results["mFR"] = self.fr.mfr().item()
+                fp = self.fr.flip_probabilities()
             results["flip_probabilities"] = {p: fp[i].item() for i, p in enumerate(self.perturbations)}
         self.results = results
         log = {f"test/{k}": v for k, v in results.items() if k in ("mCE", "RmCE", "mFR") and v is not None}

@@ -12,6 +12,7 @@ adds to the single channel. The reference package instead returns three channels
 """
 import torch
 
+from robustlab.attacks.base import check_images as check_images_in_range
 from robustlab.corruptions import blur, digital, noise, weather
 from robustlab.corruptions._ops import Rng
 from robustlab.corruptions.params import PARAMS
@@ -39,19 +40,19 @@ _CIFAR_VARIANT = {"zoom_blur": {"centered_trim": True}, "snow": {"centered_trim"
                   "pixelate": {"upsample": "box"}, "elastic_transform": {"cifar": True}, "frost": {"cifar": True}}
 
 
-def check_images(x: torch.Tensor, what: str = "images") -> None:
-    """Raise a one-line RobustlabError unless ``x`` is a (B, C, H, W) float batch in [0, 1], C in {1, 3},
-    H, W >= 32."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
+def check_images(x: torch.Tensor, who: str = "corrupt") -> None:
+    """Raise a one-line RobustlabError unless ``x`` is a (B, C, H, W) float batch in [0, 1] without NaN or
+    inf, C in {1, 3}, H, W >= 32. The dtype, NaN and range rules are the attacks' ones
+    (:func:`robustlab.attacks.base.check_images`), applied to the batch's min and max: they show NaN, inf
+    and the range, in one pass instead of three."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise RobustlabError(f"{what} must be a float (B, C, H, W) tensor with C in 1 or 3, got {shape}",
-                             "pass a batch such as x[None] for one image, as float in [0, 1]")
+        raise RobustlabError(f"{who} needs a (B, C, H, W) tensor with C in 1 or 3, got {shape}",
+                             "pass a batch such as x[None] for one image, as float in [0,1]")
     if min(x.shape[-2:]) < 32:
-        raise RobustlabError(f"{what} are {x.shape[-2]}x{x.shape[-1]} px, corruptions need at least 32x32",
+        raise RobustlabError(f"{who} got {x.shape[-2]}x{x.shape[-1]} px images, corruptions need at least 32x32",
                              "resize the images to 32 px or more first (e.g. MNIST 28 px -> 32 px)")
-    if torch.isnan(x).any() or x.min() < 0 or x.max() > 1:
-        raise RobustlabError(f"{what} must lie in [0, 1] without NaN",
-                             "pass unnormalised images in [0, 1] (normalise inside the model)")
+    check_images_in_range(torch.stack(torch.aminmax(x)) if x.is_floating_point() else x, who)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, generator=None, params: str = "cifar",

@@ -1,4 +1,6 @@
 """Blur corruptions: defocus, glass, motion, zoom and Gaussian blur."""
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
 
 def defocus_blur(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
     """Convolution with an anti-aliased disk (``c = (radius, alias_blur)``), OpenCV reflect-101 border."""
-    return _ops.filter2d_lowrank(x, disk_kernel(*c), "reflect").clamp(0, 1)
+    return _ops.filter2d_fast(x, disk_kernel(*c), "reflect").clamp(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, c: float, rng: Rng) -> torch.Tensor:
@@ -39,44 +41,50 @@ def motion_blur(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
     return _ops.motion_blur(x, c[0], c[1], angle).clamp(0, 1)
 
 
-def zoom_blur(x: torch.Tensor, c, rng: Rng, centered_trim: bool = False) -> torch.Tensor:
-    """Mean of the image and its centre zooms by the factors ``np.arange(*c)``."""
-    h, w = x.shape[-2:]
+@lru_cache(maxsize=16)
+def _zoom_operator(h: int, w: int, c: tuple, centered_trim: bool, dtype, device) -> torch.Tensor:
     factors = np.arange(*c)
-    out = x.clone()
-    for z in factors:
-        mh = _ops.zoom_matrix(h, z, centered_trim, x.device)
-        mw = _ops.zoom_matrix(w, z, centered_trim, x.device)
-        out += _ops.apply_separable(x, mh, mw)
-    return (out / (len(factors) + 1)).clamp(0, 1)
+    terms = [(torch.eye(h, dtype=torch.float64), torch.eye(w, dtype=torch.float64))]
+    terms += [(_ops.zoom_matrix(h, z, centered_trim), _ops.zoom_matrix(w, z, centered_trim)) for z in factors]
+    terms = [(a / len(terms), b) for a, b in terms]
+    return _ops.kron_operator(terms, dtype, device)
+
+
+def zoom_blur(x: torch.Tensor, c, rng: Rng, centered_trim: bool = False) -> torch.Tensor:
+    """Mean of the image and its centre zooms by the factors ``np.arange(*c)``: one cached sparse operator
+    (each output pixel mixes a few neighbours per zoom)."""
+    h, w = x.shape[-2:]
+    return _ops.apply_operator(x, _zoom_operator(h, w, tuple(c), centered_trim, x.dtype, x.device)).clamp(0, 1)
 
 
 def _local_copies(x: torch.Tensor, delta: int, offsets: torch.Tensor) -> torch.Tensor:
     """The ImageNet-C pixel shuffle as it really behaves on colour images: sweeping rows and columns
     downwards from the far corner, pixel (h, w) takes the value of (h+dy, w+dx) (numpy's tuple swap of
-    views copies instead of swapping). Run exactly, but batched: ops with equal ``2*delta*row + col``
-    never touch each other's pixels, so each such wavefront is one gather and one scatter.
-    ``offsets`` (B, n_h, n_w, 2) are (dy, dx) in [-delta, delta)."""
+    views copies instead of swapping). ``offsets`` (B, n_h, n_w, 2) are (dy, dx) in [-delta, delta), in
+    sweep order. Run exactly, but batched and without the sweep: a pixel's source, if the sweep overwrote it
+    earlier (a source below, or to the right in the same row, inside the swept area), passes on its own
+    source's value, and so on; these chains are followed for all pixels at once by pointer doubling (a few
+    gathers, log2 of the longest chain)."""
     b, c, h, w = x.shape
-    flat = x.permute(0, 2, 3, 1).reshape(b * h * w, c).clone()
-    hs = torch.arange(h - delta, delta, -1, device=x.device)
-    ws = torch.arange(w - delta, delta, -1, device=x.device)
-    ih, iw = torch.meshgrid(torch.arange(len(hs), device=x.device), torch.arange(len(ws), device=x.device),
-                            indexing="ij")
-    time = (2 * delta * ih + iw).flatten()
-    order = torch.argsort(time, stable=True)
-    counts = torch.bincount(time).tolist()
-    src_h, src_w = hs[ih.flatten()[order]], ws[iw.flatten()[order]]
-    off = offsets.reshape(b, -1, 2)[:, (ih * len(ws) + iw).flatten()[order]]
-    base = (torch.arange(b, device=x.device) * h * w)[:, None]
-    dst = (base + src_h * w + src_w).T.contiguous()
-    src = (base + (src_h[None] + off[..., 0]) * w + (src_w[None] + off[..., 1])).T.contiguous()
-    start = 0
-    for n in counts:
-        s, d = src[start:start + n].flatten(), dst[start:start + n].flatten()
-        start += n
-        flat.index_copy_(0, d, flat.index_select(0, s))
-    return flat.reshape(b, h, w, c).permute(0, 3, 1, 2)
+    lo, hi_h, hi_w = delta + 1, h - delta, w - delta
+    dy, dx = offsets.flip(1, 2).unbind(-1)
+    rows = dy + torch.arange(lo, hi_h + 1, device=x.device)[:, None]
+    cols = dx + torch.arange(lo, hi_w + 1, device=x.device)
+    base = torch.arange(b, device=x.device)[:, None, None] * (h * w)
+    jump = torch.arange(b * h * w, device=x.device).view(b, h, w)
+    jump[:, lo:hi_h + 1, lo:hi_w + 1] = base + rows * w + cols
+    done = torch.ones(b, h, w, dtype=torch.bool, device=x.device)
+    done[:, lo:hi_h + 1, lo:hi_w + 1] = ~(((dy > 0) | ((dy == 0) & (dx > 0))) & (rows <= hi_h) & (cols >= lo)
+                                          & (cols <= hi_w))
+    jump, done = jump.flatten(), done.flatten()
+    todo = torch.nonzero(~done).flatten()
+    while todo.numel():
+        nxt = jump[todo]
+        jump[todo], finished = jump[nxt], done[nxt]
+        done[todo] = finished
+        todo = todo[~finished]
+    jump = jump.view(b, h * w) - base[:, 0]
+    return x.reshape(b, c, h * w).gather(2, jump[:, None].expand(b, c, -1)).view(b, c, h, w)
 
 
 def glass_blur(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:

@@ -22,12 +22,17 @@ def contrast(x: torch.Tensor, c: float, rng: Rng) -> torch.Tensor:
 
 
 def saturate(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
-    """HSV saturation ``S * c[0] + c[1]`` (clipped). Grayscale images are saturated as gray RGB (hue 0,
-    so ``c[1] > 0`` tints them red) and converted back by luma."""
+    """HSV saturation ``S * c[0] + c[1]`` (clipped), hue and value kept. At fixed H and V each channel is
+    ``V - S * V * a`` with ``a = (V - channel) / (V - min)`` set by the hue (``(0, 1, 1)`` for gray pixels,
+    hue 0), so the new channel is ``V - S' * V * a``. Grayscale images are saturated as gray RGB (so
+    ``c[1] > 0`` tints them red) and converted back by luma."""
     rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    hsv = _ops.rgb_to_hsv(rgb)
-    hsv = torch.stack([hsv[:, 0], (hsv[:, 1] * c[0] + c[1]).clamp(0, 1), hsv[:, 2]], 1)
-    out = _ops.hsv_to_rgb(hsv).clamp(0, 1)
+    v = rgb.amax(1, keepdim=True)
+    delta = v - rgb.amin(1, keepdim=True)
+    s_new = (torch.where(v > 0, delta / v.clamp_min(1e-12), 0.0) * c[0] + c[1]).clamp(0, 1)
+    gray_hue = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device)[None, :, None, None]
+    a = torch.where(delta > 0, (v - rgb) / delta.clamp_min(1e-12), gray_hue)
+    out = (v - s_new * v * a).clamp(0, 1)
     return _ops.gray(out) if x.shape[1] == 1 else out
 
 
@@ -71,7 +76,7 @@ def _sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Te
     """Bilinear samples of ``x`` at pixel coordinates (B,H,W), reflected about the image border
     (scipy ``mode='reflect'``)."""
     h, w = x.shape[-2:]
-    grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], -1).to(x)
+    grid = torch.stack([cols.mul(2 / w).add_(1 / w - 1), rows.mul(2 / h).add_(1 / h - 1)], -1).to(x)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

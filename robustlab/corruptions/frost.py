@@ -30,11 +30,11 @@ PHOTOS = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", 
 def plasma_fractal(batch: int, size: int, decay: float, rng: Rng, device=None) -> torch.Tensor:
     """(B, size, size) diamond-square height maps in [0, 1] (``size`` a power of two, wrap-around),
     the ImageNet-C fog generator, batched."""
-    m = torch.zeros(batch, size, size, dtype=torch.float64, device=device)
+    m = torch.zeros(batch, size, size, device=device)
     step, wibble = size, 100.0
 
     def noisy_mean(total):
-        return total / 4 + wibble * rng.uniform(*total.shape[1:], low=-wibble, high=wibble).to(m)
+        return rng.uniform(*total.shape[1:], low=-wibble, high=wibble).to(m).mul_(wibble).add_(total, alpha=0.25)
 
     while step >= 2:
         half = step // 2
@@ -49,7 +49,7 @@ def plasma_fractal(batch: int, size: int, decay: float, rng: Rng, device=None) -
         wibble /= decay
     flat = m.flatten(1)
     lo, hi = flat.min(1).values, flat.max(1).values
-    return ((m - lo[:, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None]).float()
+    return (m - lo[:, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None]
 
 
 def next_pow2(n: int) -> int:

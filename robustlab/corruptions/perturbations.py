@@ -44,7 +44,7 @@ def perturbation_sequence(x: torch.Tensor, name: str, length: int = 10, generato
         raise RobustlabError(f"unknown perturbation {name!r}", f"use one of {', '.join(PERTURBATIONS)}")
     if int(length) < 2:
         raise RobustlabError(f"sequence length {length} is below 2", "pass length >= 2")
-    check_images(x)
+    check_images(x, "perturbation_sequence")
     b, t = x.shape[0], int(length)
     rng = Rng(generator, b, x.device)
     steps = torch.linspace(0, 1, t).tolist()

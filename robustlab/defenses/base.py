@@ -8,8 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.checkpoint import META_KEY
+from robustlab.checkpoint import META_KEY, load_model
 from robustlab.metrics import CA
+
+
+def load_frozen(path: str) -> nn.Module:
+    """A fixed helper model of a defense (DD's teacher, EAT's static models) from a ``train.py``
+    checkpoint: loaded ``weights_only``, in eval mode, with gradients off for its weights. Keep it in
+    a plain attribute (e.g. a list) so that it stays out of the defense's state_dict and optimiser."""
+    return load_model(path).requires_grad_(False)
 
 
 class RobustClassifier(L.LightningModule):
@@ -70,3 +77,22 @@ class RobustClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[META_KEY] = self.robustlab_meta
+
+
+class InferenceDefense(RobustClassifier):
+    """A defense whose inference wraps ``net`` (an input transform, a vote): ``self.inference`` is
+    ``wrapper(net, **options)``, sharing ``net``, and is what :meth:`forward` runs. The checkpoint
+    stores ``{"_target_": wrapper, **options}`` as ``meta["inference"]`` and the wrapper's state as
+    ``inference.*``, so ``load_model`` returns the wrapper. ``options`` must be plain values."""
+
+    def __init__(self, net: nn.Module, wrapper: type[nn.Module], options: dict[str, Any],
+                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
+        super().__init__(net, optimizer, scheduler, scheduler_interval)
+        self.inference = wrapper(net, **options)
+        self.inference_node = {"_target_": f"{wrapper.__module__}.{wrapper.__qualname__}", **options}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inference(x)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = {**self.robustlab_meta, "inference": self.inference_node}

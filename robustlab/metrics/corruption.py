@@ -1,9 +1,11 @@
 """mCE, RmCE and mFR: corruption and perturbation robustness with sum-only states."""
+import warnings
+
 import torch
 from torchmetrics import Metric
 
 from robustlab.corruptions import BENCHMARK, PERTURBATIONS
-from robustlab.metrics.functional import mean_corruption_error, mean_flip_rate, relative_mean_corruption_error
+from robustlab.metrics.functional import mean_corruption_error, mean_flip_rate, ratio, relative_mean_corruption_error
 
 
 class _ErrorTable(Metric):
@@ -11,8 +13,11 @@ class _ErrorTable(Metric):
     optionally, a baseline model evaluated on the same images.
 
     ``update(preds, target, corruption=None, severity=0, baseline_preds=None)``: ``corruption=None`` counts
-    clean predictions. The mean runs over ``corruptions`` (default: the 15 benchmark ones); other names
-    passed to ``update`` are ignored. Normalised by the baseline when ``baseline_preds`` were given.
+    clean predictions; names outside ``corruptions`` are ignored. The mean runs over what was evaluated:
+    the benchmark corruptions among ``corruptions`` that received counts (held-out ones are tabulated, never
+    averaged, as in Hendrycks & Dietterich) and the severities that received counts, so evaluating a subset
+    gives the mean over that subset. Normalised by the baseline when baseline predictions were counted.
+    ``mce()`` and ``rmce()`` read the current counts (the synced ones inside ``sync_context()``).
     """
 
     full_state_update = False
@@ -50,13 +55,50 @@ class _ErrorTable(Metric):
             self.base_total[i, j] += n
 
     def errors(self) -> torch.Tensor:
-        """(corruptions, severities) error rates of the model."""
+        """(corruptions, severities) error rates of the model; NaN where nothing was counted."""
         return self.wrong.double() / self.total.double()
 
-    def _baseline(self):
-        if int(self.base_total.min()) == 0:
-            return None, None
-        return self.base_wrong.double() / self.base_total.double(), self.base_clean_wrong / self.base_clean_total.double().clamp_min(1)
+    def clean_error(self) -> torch.Tensor:
+        return ratio(self.clean_wrong, self.clean_total, "clean error")
+
+    def _evaluated(self) -> tuple[list[int], list[int]] | None:
+        """Rows (benchmark corruptions with counts) and columns (severities with counts) the mean runs over;
+        None, with a warning, when no benchmark corruption was evaluated."""
+        counted = self.total > 0
+        rows = [i for i, c in enumerate(self.corruptions) if c in BENCHMARK and bool(counted[i].any())]
+        if not rows:
+            warnings.warn("mCE: no benchmark corruption was evaluated, returning NaN", RuntimeWarning, stacklevel=3)
+            return None
+        cols = counted[rows].any(0).nonzero().flatten().tolist()
+        if not bool(counted[rows][:, cols].all()):
+            warnings.warn("mCE: the evaluated corruptions do not share the same severities; the table has gaps, "
+                          "returning NaN", RuntimeWarning, stacklevel=3)
+        return rows, cols
+
+    def _tables(self, rows, cols):
+        """Model and baseline error tables on the evaluated cells (baseline None if it was never counted)."""
+        errors = self.errors()[rows][:, cols]
+        base_counted = self.base_total[rows][:, cols] > 0
+        if not bool(base_counted.any()):
+            return errors, None
+        if not bool(base_counted.all()):
+            warnings.warn("mCE: the baseline was not evaluated on every evaluated cell, returning NaN",
+                          RuntimeWarning, stacklevel=3)
+        return errors, (self.base_wrong.double() / self.base_total.double())[rows][:, cols]
+
+    def mce(self) -> torch.Tensor:
+        cells = self._evaluated()
+        if cells is None:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return mean_corruption_error(*self._tables(*cells))
+
+    def rmce(self) -> torch.Tensor:
+        cells = self._evaluated()
+        if cells is None:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        errors, base = self._tables(*cells)
+        base_clean = ratio(self.base_clean_wrong, self.base_clean_total, "baseline clean error") if base is not None else None
+        return relative_mean_corruption_error(errors, self.clean_error(), base, base_clean)
 
 
 class MCE(_ErrorTable):
@@ -64,16 +106,14 @@ class MCE(_ErrorTable):
     E_base`` when baseline predictions were counted, else the unnormalised mean error."""
 
     def compute(self) -> torch.Tensor:
-        return mean_corruption_error(self.errors(), self._baseline()[0])
+        return self.mce()
 
 
 class RmCE(_ErrorTable):
     """Relative mean corruption error: as :class:`MCE` on the errors minus the clean error."""
 
     def compute(self) -> torch.Tensor:
-        base, base_clean = self._baseline()
-        clean = self.clean_wrong / self.clean_total.double()
-        return relative_mean_corruption_error(self.errors(), clean, base, base_clean)
+        return self.rmce()
 
 
 class MFR(Metric):
@@ -111,8 +151,20 @@ class MFR(Metric):
             self.base_pairs[i] += pairs
 
     def flip_probabilities(self) -> torch.Tensor:
+        """Per-perturbation flip probabilities; NaN where nothing was counted."""
         return self.flips.double() / self.pairs.double()
 
+    def mfr(self) -> torch.Tensor:
+        """mFR over the perturbations that received counts (the current, or inside ``sync_context()`` the
+        synced, counts); NaN with a warning if none did."""
+        used = (self.pairs > 0).nonzero().flatten()
+        if used.numel() == 0:
+            warnings.warn("mFR: no perturbation sequence was evaluated, returning NaN", RuntimeWarning, stacklevel=2)
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        base = None
+        if int(self.base_pairs[used].sum()) > 0:
+            base = (self.base_flips.double() / self.base_pairs.double())[used]
+        return mean_flip_rate(self.flip_probabilities()[used], base)
+
     def compute(self) -> torch.Tensor:
-        base = self.base_flips.double() / self.base_pairs.double() if int(self.base_pairs.min()) > 0 else None
-        return mean_flip_rate(self.flip_probabilities(), base)
+        return self.mfr()

@@ -1,7 +1,9 @@
-"""Pure formulas behind the metrics, on already-reduced counts."""
+"""Pure formulas behind the metrics: rates on already-reduced counts and per-example summands."""
 import warnings
 
 import torch
+
+from robustlab.errors import RobustlabError
 
 
 def ratio(numerator: torch.Tensor, denominator: torch.Tensor, what: str) -> torch.Tensor:
@@ -55,3 +57,100 @@ def mean_flip_rate(flip_probabilities: torch.Tensor, baseline_flip_probabilities
     if baseline_flip_probabilities is None:
         return fp.mean()
     return (fp / baseline_flip_probabilities.double()).mean()
+
+
+def attack_success(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor,
+                   target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example success, as counted by MR: clean-correct and the adversarial prediction differs from
+    ``y`` (untargeted) or equals ``target`` (targeted)."""
+    adv = adv_logits.argmax(1)
+    fooled = adv == target if target is not None else adv != y
+    return (clean_logits.argmax(1) == y) & fooled
+
+
+def adversarial_class_confidence(adv_logits: torch.Tensor) -> torch.Tensor:
+    """Per-example ``P(x_adv)_{F(x_adv)}``, the confidence of the predicted (adversarial) class: the summand
+    of DEEPSEC's ACAC (Sec. II-B). The comprehensive paper's Eq. 9 prints ``P_{y_i}``, a typo its text
+    ("confidence towards the incorrect class") and DEEPSEC contradict."""
+    return adv_logits.double().softmax(1).amax(1)
+
+
+def true_class_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example ``P(x)_y``: the summand of ACTC (DEEPSEC Sec. II-B; comprehensive paper Eq. 10)."""
+    return logits.double().softmax(1).gather(1, y[:, None]).squeeze(1)
+
+
+def noise_tolerance(adv_logits: torch.Tensor) -> torch.Tensor:
+    """Per-example ``P(x_adv)_{F(x_adv)} - max_{j != F(x_adv)} P(x_adv)_j``, the gap between the two largest
+    probabilities: the summand of NTE (DEEPSEC Sec. II-B; comprehensive paper Eq. 11)."""
+    top = adv_logits.double().softmax(1).topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def lp_distortion(x: torch.Tensor, x_adv: torch.Tensor, normalized: bool = True) -> torch.Tensor:
+    """Per-example ``(L0, L2, Linf)`` distortions, shape ``(B, 3)``: the summands of ALD_p.
+
+    ``normalized=True`` (comprehensive paper Eq. 4, DEEPSEC Sec. II-B): ``||x_adv - x||_p / ||x||_p``, NaN
+    where ``||x||_p = 0``. ``normalized=False`` (DEEPSEC's code): raw L2 and Linf of the perturbation, and L0
+    as the fraction of entries whose 8-bit value ``round(255 x)`` changed."""
+    x, x_adv = x.double().flatten(1), x_adv.double().flatten(1)
+    delta = x_adv - x
+    l2, linf = delta.norm(dim=1), delta.abs().amax(1)
+    if not normalized:
+        l0 = ((255 * x_adv).round() != (255 * x).round()).double().mean(1)
+        return torch.stack([l0, l2, linf], 1)
+    dist = torch.stack([(delta != 0).double().sum(1), l2, linf], 1)
+    size = torch.stack([(x != 0).double().sum(1), x.norm(dim=1), x.abs().amax(1)], 1)
+    return torch.where(size > 0, dist / size.clamp_min(torch.finfo(size.dtype).tiny), torch.nan)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, truncate: float = 3.5) -> torch.Tensor:
+    """Per-example SSIM (Wang et al. 2004) of ``(B, C, H, W)`` images in [0,1], the summand of ASS
+    (comprehensive paper Eq. 5): Gaussian window ``sigma`` 1.5 truncated at 3.5 sigma (11x11), K1 0.01,
+    K2 0.03, data range 1, population (co)variances, valid window positions only, mean over channels and
+    positions. Equals ``skimage.metrics.structural_similarity(data_range=1, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, channel_axis=0)``."""
+    radius = int(truncate * sigma + 0.5)
+    if min(x.shape[-2:]) < 2 * radius + 1:
+        raise RobustlabError(f"SSIM needs images of at least {2 * radius + 1} px, got {tuple(x.shape[-2:])}",
+                             "use a smaller sigma or larger images")
+    x, y = x.double(), y.double()
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = (-(t ** 2) / (2 * sigma ** 2)).exp()
+    k = k / k.sum()
+    c = x.shape[1]
+
+    def window_mean(z):
+        z = torch.nn.functional.conv2d(z, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return torch.nn.functional.conv2d(z, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    mx, my = window_mean(x), window_mean(y)
+    vx, vy, cov = window_mean(x * x) - mx ** 2, window_mean(y * y) - my ** 2, window_mean(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1)
+
+
+def perturbation_sensitivity_distance(x: torch.Tensor, x_adv: torch.Tensor, region: int = 3,
+                                      sensitivity: str = "inverse", std_floor: float = 1 / 255) -> torch.Tensor:
+    """Per-example ``sum_j |delta_j| Sen(R(x_j))``, the summand of PSD (DEEPSEC Sec. II-B; comprehensive
+    paper Eq. 6). ``R(x_j)`` is the ``region`` x ``region`` square around entry j of the clean image, per
+    channel, reflect-padded at the border; its std is the population std.
+
+    ``sensitivity="inverse"`` (the papers): ``Sen = 1 / max(std, std_floor)``; a flat region (std 0), where
+    1/std is infinite, gets the large finite ``1 / std_floor`` (default: one 8-bit grey level).
+    ``sensitivity="one_minus"`` (DEEPSEC's code): ``Sen = 1 - std``."""
+    padded = torch.nn.functional.pad(x.double(), (region // 2,) * 4, mode="reflect")
+    mean = torch.nn.functional.avg_pool2d(padded, region, stride=1)
+    std = (torch.nn.functional.avg_pool2d(padded ** 2, region, stride=1) - mean ** 2).clamp_min(0).sqrt()
+    sen = 1 - std if sensitivity == "one_minus" else 1 / std.clamp_min(std_floor)
+    return ((x_adv.double() - x.double()).abs() * sen).flatten(1).sum(1)
+
+
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Per-row Jensen-Shannon divergence in nats, ``KL(p||m)/2 + KL(q||m)/2`` with ``m = (p+q)/2``: the
+    summand of COS (DEEPSEC Sec. II-D; comprehensive paper Eq. 19). Equals
+    ``scipy.spatial.distance.jensenshannon(p, q) ** 2`` (scipy returns the distance, its square root)."""
+    p, q = p.double(), q.double()
+    m = (p + q) / 2
+    return ((torch.xlogy(p, p) - torch.xlogy(p, m)).sum(-1) + (torch.xlogy(q, q) - torch.xlogy(q, m)).sum(-1)) / 2

@@ -5,6 +5,9 @@ from torch import nn
 
 from robustlab import RobustlabError
 from robustlab.attacks import BIM, CW2, EAD, FGSM, ILLC, LLC, MIFGSM, PGD, RFGSM, RLLC, DeepFool
+from robustlab.attacks import EOT, SPSA, BoundaryAttack, NAttack, TransferAttack
+from robustlab.attacks import APGD, APGDT, FABT, AutoAttack, Square
+from robustlab.attacks import BLB, JSMA, OptMargin
 
 # (attack, norm of its budget, budget) with small step counts: the contract, not the strength.
 ATTACKS = [
@@ -19,7 +22,24 @@ ATTACKS = [
     (PGD(eps=6.0, step=1.0, steps=5, norm="l1"), 1, 6.0),
     (DeepFool(steps=10), None, None),
     (CW2(steps=20, binary_steps=2, lr=0.05), None, None),
-    (EAD(steps=20, binary_steps=2, decision_rule="L1"), None, None),
+    (EAD(steps=20, binary_steps=2, decision_rule="L1", c0=0.1), None, None),
+    (SPSA(eps=0.2, steps=3, samples=4), "linf", 0.2),
+    (NAttack(eps=0.2, steps=3, population=8), "linf", 0.2),
+    (BoundaryAttack(steps=20), None, None),
+    (TransferAttack(FGSM(eps=0.2), surrogate=nn.Sequential(nn.Flatten(), nn.Linear(784, 10))), "linf", 0.2),
+    (EOT(BIM(eps=0.2, step=0.05, steps=3), n=2), "linf", 0.2),
+    (APGD(eps=0.2, steps=5), "linf", 0.2),
+    (APGD(eps=1.5, steps=5, norm="l2", loss="dlr"), 2, 1.5),
+    (APGD(eps=6.0, steps=5, norm="l1"), 1, 6.0),
+    (APGDT(eps=0.2, steps=3, n_targets=2), "linf", 0.2),
+    (FABT(eps=0.2, steps=5, n_targets=2), "linf", 0.2),
+    (Square(eps=0.2, n_queries=20), "linf", 0.2),
+    (Square(eps=1.5, norm="l2", n_queries=20), 2, 1.5),
+    (AutoAttack(eps=0.2, version="custom", attacks=[APGD(eps=0.2, steps=3), Square(eps=0.2, n_queries=10)]),
+     "linf", 0.2),
+    (JSMA(gamma=0.05), None, None),
+    (BLB(c0=10.0, steps=10, binary_steps=1), None, None),
+    (OptMargin(c0=1.0, steps=10, binary_steps=1, directions=5), None, None),
 ]
 IDS = [repr(a) for a, _, _ in ATTACKS]
 
@@ -114,7 +134,8 @@ def test_target_for_untargeted_attack_is_refused(standard_model, mnist_test_batc
 @pytest.mark.parametrize("make", [lambda: RFGSM(eps=-1), lambda: BIM(eps=-0.1), lambda: LLC(eps=-0.1),
                                   lambda: PGD(norm="l3"), lambda: PGD(norm="l1", quantile=2.0),
                                   lambda: CW2(c0=-1.0), lambda: EAD(decision_rule="L2"),
-                                  lambda: DeepFool(steps=0)])
+                                  lambda: DeepFool(steps=0), lambda: SPSA(eps=-1), lambda: NAttack(sigma=0.0),
+                                  lambda: BoundaryAttack(spherical_step=0.0)])
 def test_bad_parameters_are_refused(make):
     with pytest.raises(RobustlabError) as err:
         make()
@@ -122,7 +143,9 @@ def test_bad_parameters_are_refused(make):
 
 
 @pytest.mark.parametrize("attack", [DeepFool(steps=2), CW2(steps=2, binary_steps=1), EAD(steps=2, binary_steps=1),
-                                    LLC(eps=0.1)], ids=repr)
+                                    LLC(eps=0.1), SPSA(steps=1, samples=2), NAttack(steps=1, population=2),
+                                    BoundaryAttack(steps=1), JSMA(gamma=0.01), BLB(steps=1, binary_steps=1),
+                                    OptMargin(steps=1, binary_steps=1)], ids=repr)
 def test_bad_images_and_inference_mode_are_refused(standard_model, mnist_test_batch, attack):
     x, y = mnist_test_batch[0][:4], mnist_test_batch[1][:4]
     with pytest.raises(RobustlabError, match=r"outside \[0,1\]"):

@@ -23,7 +23,7 @@ def test_bad_name_or_severity(args, match):
 
 
 @pytest.mark.parametrize("x, match", [
-    (_x() * 2, r"\[0, 1\]"), (_x().masked_fill(_x() > 0.9, float("nan")), "NaN"), (_x(size=28)[..., :28], "32x32"),
+    (_x() * 2, r"outside \[0,1\]"), (_x().masked_fill(_x() > 0.9, float("nan")), "NaN"), (_x(size=28)[..., :28], "32x32"),
     (torch.rand(3, 32, 32), "B, C, H, W")])
 def test_bad_images(x, match):
     with pytest.raises(RobustlabError, match=match):

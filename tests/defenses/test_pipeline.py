@@ -17,5 +17,5 @@ def test_defense_trains_reloads_and_evaluates(defense, tmp_path):
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
                                                            "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense"] == defense and report["clean"]["n_samples"] == 50
+    assert report["defense_name"] == defense and report["clean"]["n_samples"] == 50
     assert report["clean"]["CA"] > 0.3, "one epoch on 1000 digits must learn something"

@@ -1,0 +1,173 @@
+"""Overhead and peak memory of robustlab's metrics under PGD-10 on MNIST-5k, in one run (issue 5).
+
+    python bench/metrics.py [--n 1000] [--ckpt PATH] [--epochs 1] [--repeats 1] [--quick]
+
+Trains DEEPSEC's MNIST CNN (defense=standard, ``--epochs`` on MNIST-5k; training saves its coverage
+profile) unless ``--ckpt`` is given, then times ``robustlab.evaluate.evaluate`` on the first ``--n`` test
+images under PGD-10 (configs/attack/pgd_linf.yaml with steps=10: linf, eps 0.3, step 0.01, random start),
+best of ``--repeats``. Prints the time with robust accuracy only, with the full suite (every
+configs/metric AUE metric, suite=coverage, suite=structure with EBD off) and their ratio (goal <= 1.3x),
+the same without EBD2, EBD alone as its own row, one row per piece (AUE metrics, coverage, ENI, neuron
+sensitivity/uncertainty; EBD2 is full minus no-EBD2) and, above 1.3x, the piece that dominates the
+overhead. A warm-up run, outside the timings, caches the coverage profile (``--ckpt``: next to it). Then peak RSS (ru_maxrss of a fresh subprocess per row) of the coverage
+metrics (KMNCov, NBCov, SNACov, TKNCov), and of the suite's per-sample metrics (coverage, AUE, ENI, neuron
+sensitivity/uncertainty on one-step FGSM examples), streamed over 1k and 10k images (the 5000 MNIST-5k
+images, cycled), and the 10k - 1k difference (goal: flat).
+"""
+import argparse
+import contextlib
+import io
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from robustlab.evaluate import evaluate  # noqa: E402
+from robustlab.train import train  # noqa: E402
+
+METRICS = "metric=[acac,actc,aldp,ass,psd,nte,rgb,ric]"
+NO_EXTRA = ["evaluations.corruption=null", "evaluations.defense=null"]
+S = "evaluations.structure."
+RUNS = {  # name: overrides on top of PGD-10 with robust accuracy only
+    "robust accuracy only": [],
+    "full suite (AUE + coverage + structure, no EBD)": ["suite=full", *NO_EXTRA, S + "ebd=false"],
+    "full suite, no EBD2": ["suite=full", *NO_EXTRA, S + "ebd=false", S + "ebd2=false"],
+    "EBD alone (structure, only ebd on)": ["suite=structure", S + "ebd2=false", S + "eni=false"],
+    "AUE metrics": [METRICS],
+    "coverage": ["suite=coverage"],
+    "ENI (+ neuron sens./unc.)": ["suite=structure", S + "ebd=false", S + "ebd2=false"],
+    "neuron sensitivity/uncertainty": ["suite=structure", S + "ebd=false", S + "ebd2=false", S + "eni=false"],
+}
+
+
+def compose(name: str, out: str, overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = hydra_compose(config_name=name, overrides=[f"paths.output_dir={out}", "logger=none", *overrides],
+                            return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def timed_eval(ckpt: str, n: int, overrides: list[str]) -> float:
+    base = ["attack=[pgd_linf]", "attack.pgd_linf.steps=10", "progress=false", f"data.test_size={n}", f"ckpt={ckpt}"]
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
+        cfg = compose("eval", out, [*base, *overrides])
+        start = time.perf_counter()
+        evaluate(cfg)
+        return time.perf_counter() - start
+
+
+def stream_rss(ckpt: str, n: int, suite: bool) -> int:
+    """Subprocess body: stream ``n`` cycled MNIST-5k images through the metrics; peak RSS in KiB."""
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from robustlab.checkpoint import build_model, read_checkpoint
+    from robustlab.data import MNIST5k
+    from robustlab.metrics import ENI, KMNCov, NBCov, NeuronProfile, NeuronSensitivity, NeuronUncertainty, SNACov, TKNCov
+    from robustlab.metrics.coverage import layer_outputs, neuron_values, profile_path, select_layers
+
+    model = build_model(read_checkpoint(ckpt)).eval()
+    layers = select_layers(model)
+    profile = NeuronProfile.load(profile_path(ckpt)).restrict(layers)
+    coverage = [KMNCov(profile, 10), NBCov(profile), SNACov(profile), TKNCov(profile, 2)]
+    aue = [instantiate(node) for f in sorted((ROOT / "configs/metric").glob("*.yaml"))
+           for node in OmegaConf.load(f).values()] if suite else []
+    eni, sens, unc = ENI(eps=0.3, samples=10), NeuronSensitivity(list(layers)), NeuronUncertainty(list(layers))
+    data = MNIST5k()
+    pool = [data.load("train"), data.load("test")]
+    xs, ys = torch.cat([p.x for p in pool]), torch.cat([torch.as_tensor(p.y) for p in pool]).long()
+    for start in range(0, n, 250):
+        idx = torch.arange(start, min(start + 250, n)) % len(xs)
+        x, y = xs[idx], ys[idx]
+        for m in coverage:
+            m.update(layer_outputs(model, x, layers, reduce=neuron_values))
+        if suite:
+            xr = x.clone().requires_grad_(True)
+            grad, = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+            x_adv = (x + 0.3 * grad.sign()).clamp(0, 1)
+            with torch.no_grad():
+                clean_logits, adv_logits = model(x), model(x_adv)
+            for m in aue:
+                m.update(model, x, x_adv, y, clean_logits, adv_logits)
+            clean = layer_outputs(model, x, layers)
+            sens.update(clean, layer_outputs(model, x_adv, layers))
+            unc.update(clean)
+            eni.update(model, x, y, idx)
+    for m in coverage + (aue + [eni, sens, unc] if suite else []):
+        m.compute()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def rss(ckpt: str, n: int, suite: bool) -> int:
+    """Through ``sh ... & wait``: a child spawned straight from this big process inherits its ru_maxrss."""
+    cmd = ["/bin/sh", "-c", '"$@" & wait $!', "sh", sys.executable, __file__, "--rss", str(n), "--ckpt", ckpt]
+    cmd += ["--suite"] if suite else []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return int(out.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="test images evaluated")
+    parser.add_argument("--ckpt", help="checkpoint to evaluate (default: train one)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row; the fastest is kept")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50 images, 500 training images")
+    parser.add_argument("--rss", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--suite", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss:
+        print(stream_rss(args.ckpt, args.rss, args.suite))
+        return
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    n, sizes = (50, (100, 1000)) if args.quick else (args.n, (1000, 10000))
+    workdir = tempfile.mkdtemp(prefix="bench_metrics_")
+    ckpt = args.ckpt
+    if ckpt is None:
+        extra = ["data.train_size=500"] if args.quick else []
+        cfg = compose("train", workdir, ["defense=standard", f"trainer.max_epochs={args.epochs}", "attack=[]",
+                                          "test=false", "+trainer.enable_progress_bar=false", *extra])
+        with contextlib.redirect_stdout(io.StringIO()):
+            ckpt = train(cfg)["checkpoint"]
+    timed_eval(ckpt, n, ["suite=coverage"])  # warm-up; caches the coverage profile
+    t = {name: min(timed_eval(ckpt, n, o) for _ in range(args.repeats)) for name, o in RUNS.items()}
+    base, full = t["robust accuracy only"], t["full suite (AUE + coverage + structure, no EBD)"]
+    print(f"PGD-10 (linf, eps 0.3, step 0.01, random start), {n} MNIST-5k test images, DEEPSEC MNIST CNN, "
+          f"threads {torch.get_num_threads()}, best of {args.repeats}, evaluate() wall time")
+    print(f"{'run':<50}{'seconds':>9}{'ratio':>8}{'extra s':>9}")
+    for name, s in t.items():
+        print(f"{name:<50}{s:>9.2f}{s / base:>8.2f}{s - base:>9.2f}")
+    no_ebd2 = t["full suite, no EBD2"]
+    pieces = {"AUE metrics": t["AUE metrics"] - base, "coverage": t["coverage"] - base, "EBD2": full - no_ebd2,
+              "ENI": t["ENI (+ neuron sens./unc.)"] - t["neuron sensitivity/uncertainty"],
+              "neuron sensitivity/uncertainty": t["neuron sensitivity/uncertainty"] - base}
+    print(f"overhead ratio, EBD excluded: {full / base:.2f}x (goal <= 1.3x); without EBD2 too: {no_ebd2 / base:.2f}x")
+    if full / base > 1.3:
+        top = max(pieces, key=pieces.get)
+        print("overhead pieces (extra s): " + ", ".join(f"{k} {v:.2f}" for k, v in pieces.items())
+              + f"; dominated by {top} ({pieces[top] / max(full - base, 1e-9):.0%} of the overhead)")
+    print(f"peak RSS (MiB, fresh process per cell), streamed MNIST-5k images: {sizes[0]} / {sizes[1]} / difference")
+    for label, suite in (("coverage metrics", False), ("suite metrics (cov+AUE+ENI+NS/NU)", True)):
+        small, big = rss(ckpt, sizes[0], suite), rss(ckpt, sizes[1], suite)
+        print(f"{label:<40}{small / 1024:>9.1f}{big / 1024:>9.1f}{(big - small) / 1024:>+9.1f}")
+
+
+if __name__ == "__main__":
+    main()

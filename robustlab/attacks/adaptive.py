@@ -1,0 +1,155 @@
+"""Adaptive attacks on defended models (Athalye et al. 2018): EOT for inference-time randomness,
+BPDA for non-differentiable preprocessing, and :func:`adapt`, which picks them from the model's flags.
+
+Flags a defended model (or any of its submodules) may carry:
+
+* ``randomized = True``: its forward is stochastic at inference -> :class:`EOT`;
+* ``preprocess``: a non-differentiable, shape-preserving ``nn.Module`` the forward applies to the
+  input (``forward(x) == classifier(preprocess(x))``) -> :class:`BPDA`.
+"""
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from robustlab.attacks.base import Attack, check_count
+from robustlab.errors import RobustlabError
+
+#: Samples per gradient for randomised models (AutoAttack's "rand" version uses 20).
+EOT_SAMPLES = 20
+
+
+class Expectation(nn.Module):
+    """``forward(x)``: the mean of the logits of ``n`` independent forward passes of ``model``,
+    so a gradient taken through it averages ``n`` samples of the randomness."""
+
+    def __init__(self, model: nn.Module, n: int):
+        super().__init__()
+        self.model, self.n = model, n
+        self.training = model.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(x) for _ in range(self.n)]).mean(0)
+
+
+class _Wrapper(Attack):
+    def __init__(self, attack: Attack):
+        super().__init__()
+        if not isinstance(attack, Attack):
+            raise RobustlabError(f"{type(self).__name__} wraps an attack, got {type(attack).__name__}",
+                                 "pass e.g. PGD(...) as attack")
+        self.attack = attack
+
+    @property
+    def kind(self) -> str:
+        return self.attack.kind
+
+    @property
+    def targeted(self) -> bool:
+        return self.attack.targeted
+
+    @property
+    def target_rule(self) -> str:
+        return self.attack.target_rule
+
+    @property
+    def clean_on_failure(self) -> bool:
+        return self.attack.clean_on_failure
+
+    def _run(self, model, x, y, seeds, target) -> torch.Tensor:
+        x_adv = self.attack(model, x, y, seeds=seeds, target=target)
+        self.last_iterations, self.last_queries = self.attack.last_iterations, self.attack.last_queries
+        return x_adv
+
+
+class EOT(_Wrapper):
+    """Expectation over Transformation (Athalye et al. 2018): ``attack`` runs on
+    :class:`Expectation` ``(model, n)``, so each of its gradients averages ``n`` stochastic
+    forward passes (EOT on the logits). Success is then decided by one pass of the randomised
+    model itself, as evaluation sees it."""
+
+    name = "eot"
+
+    def __init__(self, attack: Attack, n: int = EOT_SAMPLES):
+        super().__init__(attack)
+        self.n = check_count(n, "n")
+
+    def perturb(self, model, x, y, seeds=None, target=None):
+        return self._run(Expectation(model, self.n), x, y, seeds, target)
+
+
+@contextmanager
+def straight_through(transforms: list[nn.Module]) -> Iterator[list[int]]:
+    """Within the block, each module in ``transforms`` passes its forward value but the identity
+    gradient (``x + (t(x) - x).detach()``), via a forward hook. Yields a one-item list counting
+    the hooked calls."""
+    calls = [0]
+
+    def hook(module, inputs, output):
+        (x,) = inputs
+        if output.shape != x.shape:
+            raise RobustlabError(f"BPDA needs a shape-preserving transform, but {type(module).__name__} maps "
+                                 f"{tuple(x.shape)} to {tuple(output.shape)}",
+                                 "give BPDA a transform whose output has its input's shape")
+        calls[0] += 1
+        return x + (output - x).detach()
+
+    handles = [t.register_forward_hook(hook) for t in transforms]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _preprocessors(model: nn.Module) -> list[nn.Module]:
+    return [m.preprocess for m in model.modules() if isinstance(getattr(m, "preprocess", None), nn.Module)]
+
+
+class BPDA(_Wrapper):
+    """Backward Pass Differentiable Approximation (Athalye et al. 2018) with the identity:
+    ``attack`` sees the defended model end to end, with ``transform`` (default: every
+    ``preprocess`` module of the model) applied in the forward pass and skipped in the backward
+    pass. Success is decided by the defended model unchanged."""
+
+    name = "bpda"
+
+    def __init__(self, attack: Attack, transform: nn.Module | None = None):
+        super().__init__(attack)
+        self.transform = transform
+
+    def perturb(self, model, x, y, seeds=None, target=None):
+        transforms = [self.transform] if self.transform is not None else _preprocessors(model)
+        if not transforms:
+            raise RobustlabError("BPDA found no transform: the model has no `preprocess` module",
+                                 "pass BPDA(attack, transform=<the model's non-differentiable module>)")
+        with straight_through(transforms) as calls:
+            x_adv = self._run(model, x, y, seeds, target)
+        if calls[0] == 0:
+            raise RobustlabError("BPDA's transform was never called by the model's forward",
+                                 "pass a transform module that the model itself applies to its input")
+        return x_adv
+
+
+def _layers(attack: Attack) -> set[type]:
+    kinds = set()
+    while isinstance(attack, _Wrapper):
+        kinds.add(type(attack))
+        attack = attack.attack
+    return kinds
+
+
+def adapt(attack: Attack, model: nn.Module, eot_samples: int = EOT_SAMPLES) -> Attack:
+    """``attack`` made adaptive to ``model``'s inference-time defense, read from the flags of the
+    model or its submodules: wrapped in :class:`BPDA` if it has ``preprocess`` modules and in
+    :class:`EOT` over ``eot_samples`` passes if ``randomized`` (unless already so wrapped).
+    Black-box attacks are returned unchanged."""
+    if attack.kind != "whitebox":
+        return attack
+    present = _layers(attack)
+    if EOT not in present and any(getattr(m, "randomized", False) for m in model.modules()):
+        attack = EOT(attack, eot_samples)
+    if BPDA not in present and _preprocessors(model):
+        attack = BPDA(attack)
+    return attack

@@ -1,0 +1,67 @@
+"""Transfer attack: generate adversarial examples on a surrogate model, evaluate them on the target."""
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustlab.attacks.base import Attack
+from robustlab.checkpoint import load_model
+from robustlab.errors import RobustlabError
+
+
+class TransferAttack(Attack):
+    """Runs ``attack`` on ``surrogate`` (a ``train.py`` checkpoint path, loaded with
+    ``weights_only=True`` on first use, or an ``nn.Module``; required) and hands its examples to the target model, which
+    is queried once per example to decide success. The target's gradients are never used.
+
+    A targeted inner attack picks its targets on the surrogate. ``last_iterations`` is the inner
+    attack's; ``last_queries`` is 1 (the target's one look at each example).
+    """
+
+    name = "transfer"
+    kind = "blackbox"
+
+    def __init__(self, attack: Attack, surrogate: str | Path | nn.Module | None = None):
+        super().__init__()
+        if not isinstance(attack, Attack):
+            raise RobustlabError(f"TransferAttack needs an attack to run on the surrogate, got {type(attack).__name__}",
+                                 "pass e.g. attack=PGD(...)")
+        self.attack, self.surrogate = attack, surrogate
+        self._model: nn.Module | None = surrogate if isinstance(surrogate, nn.Module) else None
+
+    @property
+    def targeted(self) -> bool:
+        return self.attack.targeted
+
+    @property
+    def target_rule(self) -> str:
+        return self.attack.target_rule
+
+    @property
+    def clean_on_failure(self) -> bool:
+        return self.attack.clean_on_failure
+
+    def _surrogate(self, device: torch.device) -> nn.Module:
+        if self._model is None:
+            if not isinstance(self.surrogate, (str, Path)) or not str(self.surrogate):
+                raise RobustlabError("TransferAttack has no surrogate model",
+                                     "set attack.<name>.surrogate= the checkpoint path that train.py printed")
+            self._model = load_model(self.surrogate)
+        return self._model.to(device)
+
+    def _targets(self, model, x, y, seeds, target):
+        return super()._targets(self._surrogate(x.device), x, y, seeds, target)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
+                target: torch.Tensor | None = None) -> torch.Tensor:
+        x_adv = self.attack(self._surrogate(x.device), x, y, seeds=seeds, target=target)
+        with torch.no_grad():
+            pred = model(x_adv).argmax(1)
+        self.last_success = pred == target if target is not None else pred != y
+        self.last_iterations = self.attack.last_iterations
+        self.last_queries = torch.ones(len(x), dtype=torch.long, device=x.device)
+        return x_adv
+
+    def __repr__(self) -> str:
+        surrogate = type(self.surrogate).__name__ if isinstance(self.surrogate, nn.Module) else self.surrogate
+        return f"TransferAttack(attack={self.attack!r}, surrogate={surrogate})"

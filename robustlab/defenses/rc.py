@@ -1,0 +1,139 @@
+"""RC: region-based classification (Cao & Gong 2017, "Mitigating evasion attacks to deep neural
+networks via region-based classification"; DEEPSEC's RC)."""
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from robustlab.defenses.base import InferenceDefense
+from robustlab.errors import RobustlabError
+from robustlab.utils import eval_mode
+
+
+class RegionVote(nn.Module):
+    """The majority vote of ``net`` over ``n_samples`` points drawn uniformly from the hypercube of
+    radius ``radius`` (a buffer) around each input, clipped to [0,1]; ties go to the lowest class.
+
+    ``forward`` returns the Laplace-smoothed log vote shares ``log((votes + 1) / (n + C))``, whose
+    argmax is the vote. The vote has no gradient, so when the input requires one the output also
+    carries, straight through (value unchanged), the gradient of the smoothed classifier
+    ``log mean_k softmax(net(x + u_k))`` over ``grad_samples`` fresh draws. Stochastic
+    (``randomized``): attack it with EOT."""
+
+    randomized = True
+    preprocess = None
+
+    def __init__(self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, grad_samples: int = 16,
+                 max_batch: int = 2048):
+        super().__init__()
+        if n_samples < 1 or grad_samples < 0 or radius < 0:
+            raise RobustlabError(f"RC needs n_samples >= 1, grad_samples >= 0 and radius >= 0, got {n_samples}, "
+                                 f"{grad_samples} and {radius}", "use DEEPSEC's n_samples=1000 with a radius >= 0")
+        self.net, self.n_samples, self.grad_samples, self.max_batch = net, int(n_samples), int(grad_samples), max_batch
+        self.register_buffer("radius", torch.tensor(float(radius)))
+
+    def _noisy(self, x: torch.Tensor, k: int, radius, generator: torch.Generator | None) -> torch.Tensor:
+        """``k`` hypercube samples per image, flattened to ``(B * k, ...)``."""
+        u = torch.rand((len(x), k, *x.shape[1:]), generator=generator, dtype=x.dtype,
+                       device=x.device if generator is None else "cpu").to(x.device)
+        return (x.unsqueeze(1) + radius * (2 * u - 1)).clamp(0, 1).flatten(0, 1)
+
+    def votes(self, x: torch.Tensor, radius: float | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """Vote counts ``(B, C)`` at ``radius`` (default: the buffer)."""
+        radius = self.radius if radius is None else radius
+        chunk = max(1, self.max_batch // len(x))
+        counts = None
+        with torch.no_grad():
+            for start in range(0, self.n_samples, chunk):
+                k = min(chunk, self.n_samples - start)
+                logits = self.net(self._noisy(x.detach(), k, radius, generator))
+                votes = F.one_hot(logits.argmax(1), logits.shape[1]).view(len(x), k, -1).sum(1)
+                counts = votes if counts is None else counts + votes
+        return counts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts = self.votes(x)
+        logits = torch.log((counts + 1.0) / (self.n_samples + counts.shape[1])).to(x.dtype)
+        if self.grad_samples and torch.is_grad_enabled() and x.requires_grad:
+            log_probs = F.log_softmax(self.net(self._noisy(x, self.grad_samples, self.radius, None)), 1)
+            smoothed = log_probs.view(len(x), self.grad_samples, -1).logsumexp(1) - math.log(self.grad_samples)
+            logits = logits + (smoothed - smoothed.detach())
+        return logits
+
+
+def vote_accuracy(vote: RegionVote, loader: DataLoader, radius: float, seed: int, device: torch.device) -> float:
+    """Accuracy of the vote at ``radius`` over ``loader``; noise from ``seed``, so every radius
+    sees the same draws (common random numbers make accuracy a smooth function of the radius)."""
+    gen = torch.Generator().manual_seed(seed)
+    correct = total = 0
+    for batch in loader:
+        x, y = batch[0].to(device), batch[1].to(device)
+        correct += int((vote.votes(x, radius, gen).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def search_radius(vote: RegionVote, loader: DataLoader, radius_min: float, radius_max: float, step: float,
+                  tolerance: float, seed: int = 0) -> float:
+    """DEEPSEC's radius: on the grid ``radius_min + step, radius_min + 2 step, ..., radius_max``, the
+    largest radius before the first whose vote accuracy falls more than ``tolerance`` below the
+    clean accuracy of ``vote.net`` (``radius_min`` if the first does). Found by bisection, which
+    gives DEEPSEC's linear scan's answer when accuracy falls with the radius, in log2 of the evaluations."""
+    device = vote.radius.device
+    correct = total = 0
+    with torch.no_grad():
+        for batch in loader:
+            x, y = batch[0].to(device), batch[1].to(device)
+            correct += int((vote.net(x).argmax(1) == y).sum())
+            total += len(y)
+    clean = correct / max(total, 1)
+    grid = [radius_min + step * (i + 1) for i in range(int(round((radius_max - radius_min) / step)))]
+    lo, hi = -1, len(grid)  # grid[lo] passes (or radius_min), grid[hi] fails (or none left)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if clean - vote_accuracy(vote, loader, grid[mid], seed, device) <= tolerance:
+            lo = mid
+        else:
+            hi = mid
+    return round(grid[lo], 10) if lo >= 0 else radius_min
+
+
+class RC(InferenceDefense):
+    """Train ``net`` as usual (plain cross-entropy), then classify by :class:`RegionVote`.
+
+    After training, :meth:`after_fit` (called by ``train.py``) sets the radius: with ``search`` (the
+    default) by :func:`search_radius` on the validation split, otherwise ``radius``. DEEPSEC: 1000
+    samples; search over (0, 0.3] (MNIST) / (0, 0.1] (CIFAR-10) in steps of 0.01 with tolerance 0.01;
+    fixed radius 0.3 / 0.02. During training ``val/acc`` is the plain network's (a vote per image costs
+    ``n_samples`` forward passes); after calibration, forward and ``test/acc`` use the vote."""
+
+    def __init__(self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, search: bool = True,
+                 radius_min: float = 0.0, radius_max: float = 0.3, radius_step: float = 0.01, tolerance: float = 0.01,
+                 grad_samples: int = 16, search_seed: int = 0, optimizer: Callable | None = None,
+                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+        options = {"radius": float(radius), "n_samples": int(n_samples), "grad_samples": int(grad_samples)}
+        super().__init__(net, RegionVote, options, optimizer, scheduler, scheduler_interval)
+        if search and not (0 <= radius_min < radius_max and radius_step > 0):
+            raise RobustlabError(f"RC radius search needs 0 <= radius_min < radius_max and radius_step > 0, got "
+                                 f"{radius_min}, {radius_max}, {radius_step}", "use e.g. 0, 0.3 and 0.01 (DEEPSEC MNIST)")
+        self.search, self.search_seed = search, search_seed
+        self.radius_min, self.radius_max, self.radius_step, self.tolerance = radius_min, radius_max, radius_step, tolerance
+        self.voting = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inference(x) if self.voting else self.model(x)
+
+    def after_fit(self, datamodule) -> None:
+        """Set the vote's radius (searched on ``datamodule``'s validation split) and switch to voting."""
+        if self.search:
+            loader = DataLoader(datamodule.val_set, batch_size=datamodule.eval_batch_size)
+            with eval_mode(self):
+                radius = search_radius(self.inference, loader, self.radius_min, self.radius_max, self.radius_step,
+                                       self.tolerance, self.search_seed)
+            self.inference.radius.fill_(radius)
+            self.inference_node["radius"] = radius
+        self.voting = True

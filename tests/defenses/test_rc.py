@@ -1,0 +1,97 @@
+"""RC: the prediction is the majority vote of a model whose votes we script; the radius search
+returns DEEPSEC's radius; the defense trains, searches, reloads as the vote and evaluates."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import robustlab
+from robustlab.defenses.rc import RegionVote, search_radius
+from robustlab.evaluate import evaluate
+from robustlab.train import train
+from tests.helpers import make_cfg
+
+
+class Scripted(nn.Module):
+    """Predicts, for the k-th hypercube sample of image b, the class ``labels[b, k]``."""
+
+    def __init__(self, labels: torch.Tensor, classes: int = 4):
+        super().__init__()
+        self.labels, self.classes = labels, classes
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert len(z) == self.labels.numel(), "all samples in one chunk"
+        return 5.0 * F.one_hot(self.labels.flatten(), self.classes).float()
+
+
+def test_prediction_is_the_majority_vote():
+    labels = torch.tensor([[2, 2, 1, 2, 0, 1, 2],    # 2 wins 4-2-1
+                           [1, 0, 0, 1, 3, 1, 0],    # 0 and 1 tie 3-3: the lower class
+                           [3, 3, 3, 0, 0, 0, 0]])   # 0 wins 4-3, although 3 came first
+    vote = RegionVote(Scripted(labels), radius=0.1, n_samples=7, grad_samples=0)
+    counts = torch.stack([torch.bincount(row, minlength=4) for row in labels]).float()
+    with torch.no_grad():
+        out = vote(torch.rand(3, 1, 4, 4))
+    assert torch.equal(out.argmax(1), torch.tensor([2, 0, 0]))
+    assert torch.allclose(out, torch.log((counts + 1) / (7 + 4)))
+
+
+def test_vote_samples_the_hypercube_and_passes_the_smoothed_gradient():
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 3)
+
+        def forward(self, z):
+            seen.append(z.detach())
+            return self.lin(z.flatten(1))
+
+    vote = RegionVote(Spy(), radius=0.2, n_samples=500, grad_samples=8)
+    x = torch.rand(2, 1, 4, 4, requires_grad=True)
+    torch.manual_seed(0)
+    out = vote(x)
+    samples = seen[0].view(2, 500, 1, 4, 4)
+    delta = samples - x.detach().unsqueeze(1)
+    inside = (samples == 0) | (samples == 1) | (delta.abs() <= 0.2 + 1e-6)
+    assert inside.all() and delta.abs().max() > 0.19, "uniform in the clipped radius-0.2 cube"
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert torch.equal(out, vote(x)), "the gradient path leaves the value (the vote) unchanged"
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "the smoothed classifier's gradient"
+    assert vote.randomized and vote.preprocess is None
+
+
+def test_radius_search_returns_the_last_radius_within_tolerance():
+    class Threshold(nn.Module):  # class 0 while every pixel stays within 0.2 of 0.5, else class 1
+        def forward(self, z):
+            far = ((z - 0.5).abs().flatten(1).amax(1) > 0.2).float()
+            return torch.stack([1 - far, far], 1)
+
+    x = torch.full((20, 1, 8, 8), 0.5)
+    loader = DataLoader(TensorDataset(x, torch.zeros(20, dtype=torch.long)), batch_size=8)
+    vote = RegionVote(Threshold(), radius=0.0, n_samples=20)
+    assert search_radius(vote, loader, 0.0, 0.3, 0.01, 0.01) == pytest.approx(0.2)
+    assert search_radius(vote, loader, 0.0, 0.15, 0.01, 0.01) == pytest.approx(0.15), "none fails: radius_max"
+    assert search_radius(vote, loader, 0.25, 0.3, 0.01, 0.01) == 0.25, "the first fails: radius_min"
+
+
+def test_rc_trains_searches_reloads_as_the_vote_and_evaluates(tmp_path, mnist_test_batch):
+    summary = train(make_cfg("train", tmp_path / "train", [
+        "defense=rc", "defense.n_samples=16", "data.train_size=1000", "data.val_size=100", "trainer.max_epochs=1",
+        "logger=none", "attack=[]", "test=false"]))
+    model = robustlab.load_model(summary["checkpoint"])
+    assert isinstance(model, RegionVote) and model.n_samples == 16
+    radius = model.radius.item()
+    assert 0 <= radius <= 0.3 + 1e-6 and math.isclose(radius * 100, round(radius * 100), abs_tol=1e-4), "on the 0.01 grid"
+    x, y = mnist_test_batch
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
+    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
+                                                           "data.test_size=50", "attack=[fgsm]"]))
+    assert report["defense_name"] == "rc" and report["clean"]["n_samples"] == 50
