@@ -34,7 +34,7 @@ def test_more_steps_only_add_successes(mlp_model, mnist_test_batch):
     short(mlp_model, x, y, seeds=seeds)
     long(mlp_model, x, y, seeds=seeds)
     assert (long.last_success | ~short.last_success).all()
-    assert long.last_success.sum() > short.last_success.sum()
+    assert long.last_success.sum() >= short.last_success.sum()
     done = short.last_success
     assert torch.equal(short.last_iterations[done], long.last_iterations[done])
 
