@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count
+from robustlab.attacks.base import Attack, Wrapper, check_count
 from robustlab.errors import RobustlabError
 
 #: Samples per gradient for randomised models (AutoAttack's "rand" version uses 20).
@@ -33,30 +33,7 @@ class Expectation(nn.Module):
         return torch.stack([self.model(x) for _ in range(self.n)]).mean(0)
 
 
-class _Wrapper(Attack):
-    def __init__(self, attack: Attack):
-        super().__init__()
-        if not isinstance(attack, Attack):
-            raise RobustlabError(f"{type(self).__name__} wraps an attack, got {type(attack).__name__}",
-                                 "pass e.g. PGD(...) as attack")
-        self.attack = attack
-
-    @property
-    def kind(self) -> str:
-        return self.attack.kind
-
-    @property
-    def targeted(self) -> bool:
-        return self.attack.targeted
-
-    @property
-    def target_rule(self) -> str:
-        return self.attack.target_rule
-
-    @property
-    def clean_on_failure(self) -> bool:
-        return self.attack.clean_on_failure
-
+class _Wrapper(Wrapper):
     def _run(self, model, x, y, seeds, target) -> torch.Tensor:
         x_adv = self.attack(model, x, y, seeds=seeds, target=target)
         self.last_iterations, self.last_queries = self.attack.last_iterations, self.attack.last_queries

@@ -92,6 +92,13 @@ def margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.T
     return other - own if targeted else own - other
 
 
+def goal_met(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Per example, whether ``logits`` meet an attack's goal: predicting ``label`` when targeted
+    (``label`` = the target), anything but ``label`` otherwise."""
+    pred = logits.argmax(1)
+    return pred == label if targeted else pred != label
+
+
 def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torch.Tensor | None) -> torch.Tensor:
     """DEEPSEC's targets: a uniformly random wrong class (``seeds`` make each example's draw depend
     only on its seed) or the least-likely class of the clean logits."""
@@ -183,8 +190,8 @@ class Attack:
             x_adv = self.perturb(model, x, y, seeds, self.last_target).detach()
         if self.last_success is None:
             with torch.no_grad():
-                pred = model(x_adv).argmax(1)
-            self.last_success = pred == self.last_target if self.targeted else pred != y
+                logits = model(x_adv)
+            self.last_success = goal_met(logits, self.last_target if self.targeted else y, self.targeted)
         if self.clean_on_failure:
             x_adv = torch.where(per_example(self.last_success, x), x_adv, x)
         return x_adv
@@ -192,3 +199,31 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith(("last_", "_")))
         return f"{type(self).__name__}({args})"
+
+
+class Wrapper(Attack):
+    """Base of attacks that run another ``attack`` (EOT, BPDA, transfer): its kind, targeting and
+    failure rule are the inner attack's unless a subclass sets its own."""
+
+    def __init__(self, attack: Attack):
+        super().__init__()
+        if not isinstance(attack, Attack):
+            raise RobustlabError(f"{type(self).__name__} wraps an attack, got {type(attack).__name__}",
+                                 "pass e.g. PGD(...) as attack")
+        self.attack = attack
+
+    @property
+    def kind(self) -> str:
+        return self.attack.kind
+
+    @property
+    def targeted(self) -> bool:
+        return self.attack.targeted
+
+    @property
+    def target_rule(self) -> str:
+        return self.attack.target_rule
+
+    @property
+    def clean_on_failure(self) -> bool:
+        return self.attack.clean_on_failure

@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count, check_eps, margin
-from robustlab.attacks.spsa import MAX_BATCH, draw, example_generators, goal_met, query
+from robustlab.attacks.base import Attack, check_count, check_eps, goal_met, margin
+from robustlab.attacks.spsa import MAX_BATCH, draw, example_generators, query
 from robustlab.errors import RobustlabError
 
 #: Shrinks [0,1] slightly before arctanh so that 0 and 1 stay finite (the reference code's 0.999999).

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from robustlab.errors import RobustlabError
-from robustlab.attacks.base import Attack, check_count, check_eps, margin
+from robustlab.attacks.base import Attack, check_count, check_eps, goal_met, margin
 
 #: Images per forward pass when a step queries many perturbed copies of each example.
 MAX_BATCH = 4096
@@ -33,11 +33,6 @@ def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of ``x`` without gradients, in chunks of at most :data:`MAX_BATCH` images."""
     with torch.no_grad():
         return torch.cat([model(chunk) for chunk in x.split(MAX_BATCH)])
-
-
-def goal_met(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.Tensor:
-    pred = logits.argmax(1)
-    return pred == label if targeted else pred != label
 
 
 class SPSA(Attack):

@@ -4,12 +4,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack
+from robustlab.attacks.base import Attack, Wrapper, goal_met
 from robustlab.checkpoint import load_model
 from robustlab.errors import RobustlabError
 
 
-class TransferAttack(Attack):
+class TransferAttack(Wrapper):
     """Runs ``attack`` on ``surrogate`` (a ``train.py`` checkpoint path, loaded with
     ``weights_only=True`` on first use, or an ``nn.Module``; required) and hands its examples to the target model, which
     is queried once per example to decide success. The target's gradients are never used.
@@ -22,24 +22,9 @@ class TransferAttack(Attack):
     kind = "blackbox"
 
     def __init__(self, attack: Attack, surrogate: str | Path | nn.Module | None = None):
-        super().__init__()
-        if not isinstance(attack, Attack):
-            raise RobustlabError(f"TransferAttack needs an attack to run on the surrogate, got {type(attack).__name__}",
-                                 "pass e.g. attack=PGD(...)")
-        self.attack, self.surrogate = attack, surrogate
+        super().__init__(attack)
+        self.surrogate = surrogate
         self._model: nn.Module | None = surrogate if isinstance(surrogate, nn.Module) else None
-
-    @property
-    def targeted(self) -> bool:
-        return self.attack.targeted
-
-    @property
-    def target_rule(self) -> str:
-        return self.attack.target_rule
-
-    @property
-    def clean_on_failure(self) -> bool:
-        return self.attack.clean_on_failure
 
     def _surrogate(self, device: torch.device) -> nn.Module:
         if self._model is None:
@@ -56,8 +41,8 @@ class TransferAttack(Attack):
                 target: torch.Tensor | None = None) -> torch.Tensor:
         x_adv = self.attack(self._surrogate(x.device), x, y, seeds=seeds, target=target)
         with torch.no_grad():
-            pred = model(x_adv).argmax(1)
-        self.last_success = pred == target if target is not None else pred != y
+            logits = model(x_adv)
+        self.last_success = goal_met(logits, y if target is None else target, target is not None)
         self.last_iterations = self.attack.last_iterations
         self.last_queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         return x_adv
