@@ -99,8 +99,10 @@ class AttackCallback(L.Callback):
         seeds = idx.long() + (self.seed << 32)
         last = {"x": x, "y": y, "idx": idx, "adv": {}, "success": {}}
         with eval_mode(pl_module):
-            with torch.no_grad():
-                clean_logits = pl_module(x)
+            clean_logits = outputs.get("logits") if isinstance(outputs, dict) else None
+            if clean_logits is None:   # a LightningModule whose eval step does not return its logits
+                with torch.no_grad():
+                    clean_logits = pl_module(x)
             clean = clean_logits.argmax(1)
             metrics["clean"].update(clean, y)
             robust = clean == y

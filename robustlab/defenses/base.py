@@ -56,7 +56,7 @@ class RobustClassifier(L.LightningModule):
         metric.update(preds, y)
         self.log(key.replace("acc", "loss"), F.cross_entropy(logits, y), sync_dist=True)
         self.log(key, metric, prog_bar=True)
-        return {"preds": preds}
+        return {"preds": preds, "logits": logits.detach()}
 
     def validation_step(self, batch, batch_idx):
         return self._eval_step(batch, self.val_acc, "val/acc")
