@@ -88,7 +88,7 @@ class StructureCallback(L.Callback):
         seeds = idx.long() + (self.seed << 32)
         m = self.metrics
         with eval_mode(pl_module):
-            clean = layer_outputs(self.model, x, self.hooked)
+            clean, clean_logits = layer_outputs(self.model, x, self.hooked, return_logits=True)
             m["NeuronUncertainty"].update(clean)
             for name, x_adv in adversarial.items():
                 m["NeuronSensitivity"][name].update(clean, layer_outputs(self.model, x_adv, self.hooked))
@@ -97,7 +97,7 @@ class StructureCallback(L.Callback):
             if "EBD2" in m:
                 m["EBD2"].update(self.model, x, y, seeds)
             if "ENI" in m:
-                m["ENI"].update(self.model, x, y, seeds)
+                m["ENI"].update(self.model, x, y, seeds, clean_logits=clean_logits)
         if self._bar is not None:
             self._bar.update(1)
 

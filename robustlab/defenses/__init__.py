@@ -10,6 +10,7 @@ from robustlab.defenses.lid import LID
 from robustlab.defenses.magnet import MagNet
 from robustlab.defenses.mart import MART
 from robustlab.defenses.nat import NAT
+from robustlab.defenses.pd import PixelDefend
 from robustlab.defenses.pgd_at import PGDAdversarialTraining
 from robustlab.defenses.rc import RC
 from robustlab.defenses.rt import RT
@@ -19,4 +20,4 @@ from robustlab.defenses.trades import TRADES
 
 __all__ = ["RobustClassifier", "AdversarialTraining", "Standard", "PGDAdversarialTraining", "TRADES", "MART", "IGR",
            "FeatureSqueezing", "LID", "MagNet", "ThermometerEncoding", "NAT", "EAT", "DistillationTeacher",
-           "DefensiveDistillation", "RT", "EIT", "RC"]
+           "DefensiveDistillation", "RT", "EIT", "RC", "PixelDefend"]

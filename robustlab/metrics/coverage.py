@@ -81,17 +81,19 @@ def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, t
             h.remove()
 
 
-def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Module], reduce=None
-                  ) -> dict[str, torch.Tensor]:
+def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Module], reduce=None,
+                  return_logits: bool = False):
     """``{name: output}`` of ``layers`` for one forward of ``x`` (no gradients); the hooks are removed afterwards.
-    ``reduce=neuron_values`` keeps one value per neuron instead of the whole output."""
+    ``reduce=neuron_values`` keeps one value per neuron instead of the whole output. ``return_logits``: also
+    return the model's output of that forward, as ``(outputs, logits)``."""
     with hooked(layers, reduce) as store, torch.no_grad():
-        model(x)
+        logits = model(x)
         out = dict(store)
     missing = [n for n in layers if n not in out]
     if missing:
         raise RobustlabError(f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses")
-    return {n: out[n] for n in layers}
+    outputs = {n: out[n] for n in layers}
+    return (outputs, logits) if return_logits else outputs
 
 
 def weights_fingerprint(model: nn.Module) -> str:

@@ -191,7 +191,8 @@ class ENI(Metric):
     ``noise``: ``"uniform"`` (``U(-eps, eps)`` per pixel), ``"gaussian"`` (``N(0, (eps/2)^2)`` clipped to
     the eps-ball) or ``"sign"`` (``+-eps``), seeded per example by ``seeds``, then clipped to [0,1].
     ``update(..., noisy=mu)`` uses given copies instead (e.g. adversarial examples), one per example;
-    copies outside the eps-ball or equal to ``x`` are skipped (``skipped`` counts them).
+    copies outside the eps-ball or equal to ``x`` are skipped (``skipped`` counts them). ``clean_logits``
+    (the model's logits on ``x``, if already computed) saves the clean forward pass.
     """
 
     full_state_update = False
@@ -220,12 +221,13 @@ class ENI(Metric):
         return (rep + delta).clamp(0, 1)
 
     def update(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
-               noisy: torch.Tensor | None = None) -> None:
+               noisy: torch.Tensor | None = None, clean_logits: torch.Tensor | None = None) -> None:
         copies = 1 if noisy is not None else self.samples
         mu = noisy if noisy is not None else self._pollute(x, seeds)
         x_rep, y_rep = x.repeat_interleave(copies, 0), y.repeat_interleave(copies, 0)
         with torch.no_grad():
-            clean = F.cross_entropy(model(x), y, reduction="none").repeat_interleave(copies, 0)
+            logits = model(x) if clean_logits is None else clean_logits
+            clean = F.cross_entropy(logits, y, reduction="none").repeat_interleave(copies, 0)
             polluted = F.cross_entropy(model(mu), y_rep, reduction="none")
         distance = (x_rep - mu).flatten(1).abs().amax(1)
         keep = (distance > 0) & (distance <= self.eps * (1 + 1e-6))

@@ -143,6 +143,10 @@ def test_eni_noise_is_in_the_ball_and_independent_of_batching(noise):
     assert one.compute().item() == pytest.approx(split.compute().item(), rel=1e-9)
     noisy = one._pollute(x, seeds)
     assert (noisy - x.repeat_interleave(3, 0)).abs().max() <= 0.05 + 1e-6
+    given = ENI(eps=0.05, samples=3, noise=noise)   # the clean logits passed in instead of recomputed
+    with torch.no_grad():
+        given.update(model, x, y, seeds, clean_logits=model(x))
+    assert given.compute().item() == pytest.approx(one.compute().item(), rel=1e-9)
 
 
 def conv_model() -> nn.Module:
