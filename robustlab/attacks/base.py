@@ -10,6 +10,8 @@ from robustlab.errors import RobustlabError
 NORMS = ("linf", "l2", "l1")
 #: How a targeted attack picks targets when none are given (DEEPSEC protocol).
 TARGET_RULES = ("random", "least_likely")
+#: Images per forward pass when a black-box step queries many perturbed copies of each example.
+MAX_BATCH = 4096
 
 
 def check_images(x: torch.Tensor, who: str) -> None:
@@ -97,6 +99,43 @@ def goal_met(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch
     (``label`` = the target), anything but ``label`` otherwise."""
     pred = logits.argmax(1)
     return pred == label if targeted else pred != label
+
+
+def example_generators(seeds: torch.Tensor | None, n: int) -> list[torch.Generator | None]:
+    """One generator per example, seeded by its seed, so each example's random stream does not
+    depend on batch size, order or device; without ``seeds``, the global RNG (``None``)."""
+    if seeds is None:
+        return [None] * n
+    return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+
+
+def draw(generators: list, shape: tuple[int, ...], kind: str, like: torch.Tensor) -> torch.Tensor:
+    """Per example noise of ``shape`` ("normal", "uniform" in [0,1) or "rademacher" +-1), stacked
+    to ``(len(generators), *shape)`` on ``like``'s device and dtype."""
+    if kind == "rademacher":
+        noise = [torch.randint(0, 2, shape, generator=g).float() * 2 - 1 for g in generators]
+    else:
+        sample = torch.randn if kind == "normal" else torch.rand
+        noise = [sample(shape, generator=g) for g in generators]
+    return torch.stack(noise).to(device=like.device, dtype=like.dtype)
+
+
+def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``x`` without gradients, in chunks of at most :data:`MAX_BATCH` images."""
+    with torch.no_grad():
+        return torch.cat([model(chunk) for chunk in x.split(MAX_BATCH)])
+
+
+def retire(model: nn.Module, x_adv: torch.Tensor, label: torch.Tensor, targeted: bool, active: torch.Tensor,
+           first: torch.Tensor, queries: torch.Tensor, t: int) -> torch.Tensor:
+    """The early stop of the black-box attacks: query the ``active`` examples' iterates once (counted in
+    ``queries``); those meeting the goal get ``first = t`` and leave ``active``. Returns the indices still active."""
+    idx = active.nonzero().squeeze(1)
+    met = goal_met(query(model, x_adv[idx]), label[idx], targeted)
+    queries[idx] += 1
+    first[idx[met]] = t
+    active[idx[met]] = False
+    return idx[~met]
 
 
 def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torch.Tensor | None) -> torch.Tensor:

@@ -2,8 +2,7 @@
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count, check_eps, goal_met, lp_norm
-from robustlab.attacks.spsa import draw, example_generators, query
+from robustlab.attacks.base import Attack, check_count, check_eps, draw, example_generators, goal_met, lp_norm, query
 from robustlab.errors import RobustlabError
 
 

@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count, check_eps, goal_met, margin
-from robustlab.attacks.spsa import MAX_BATCH, draw, example_generators, query
+from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
+                                    query, retire)
 from robustlab.errors import RobustlabError
 
 #: Shrinks [0,1] slightly before arctanh so that 0 and 1 stay finite (the reference code's 0.999999).
@@ -73,13 +73,8 @@ class NAttack(Attack):
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         per_chunk = max(1, MAX_BATCH // self.population)
         for t in range(self.steps + 1):
-            idx = active.nonzero().squeeze(1)
-            x_adv[idx] = self._image(x[idx], w[idx] + mu[idx])
-            met = goal_met(query(model, x_adv[idx]), label[idx], self.targeted)
-            queries[idx] += 1
-            first[idx[met]] = t
-            active[idx[met]] = False
-            idx = idx[~met]
+            x_adv[active] = self._image(x[active], w[active] + mu[active])
+            idx = retire(model, x_adv, label, self.targeted, active, first, queries, t)
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):

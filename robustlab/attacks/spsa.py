@@ -1,39 +1,11 @@
 """SPSA (Uesato et al. 2018): a gradient-free Linf attack, Adam on a finite-difference gradient
-estimate of the margin loss; plus the query helpers shared by the black-box attacks."""
+estimate of the margin loss."""
 import torch
 from torch import nn
 
 from robustlab.errors import RobustlabError
-from robustlab.attacks.base import Attack, check_count, check_eps, goal_met, margin
-
-#: Images per forward pass when a step queries many perturbed copies of each example.
-MAX_BATCH = 4096
-
-
-def example_generators(seeds: torch.Tensor | None, n: int) -> list[torch.Generator | None]:
-    """One generator per example, seeded by its seed, so each example's random stream does not
-    depend on batch size, order or device; without ``seeds``, the global RNG (``None``)."""
-    if seeds is None:
-        return [None] * n
-    return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
-
-
-def draw(generators: list, shape: tuple[int, ...], kind: str, like: torch.Tensor) -> torch.Tensor:
-    """Per example noise of ``shape`` ("normal", "uniform" in [0,1) or "rademacher" +-1), stacked
-    to ``(len(generators), *shape)`` on ``like``'s device and dtype."""
-    if kind == "rademacher":
-        noise = [torch.randint(0, 2, shape, generator=g).float() * 2 - 1 for g in generators]
-    else:
-        sample = torch.randn if kind == "normal" else torch.rand
-        noise = [sample(shape, generator=g) for g in generators]
-    return torch.stack(noise).to(device=like.device, dtype=like.dtype)
-
-
-def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits of ``x`` without gradients, in chunks of at most :data:`MAX_BATCH` images."""
-    with torch.no_grad():
-        return torch.cat([model(chunk) for chunk in x.split(MAX_BATCH)])
-
+from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
+                                    query, retire)
 
 class SPSA(Attack):
     """SPSA attack (Uesato et al. 2018, "Adversarial Risk and the Dangers of Evaluating Against
@@ -89,12 +61,7 @@ class SPSA(Attack):
         per_chunk = max(1, MAX_BATCH // (2 * self.samples))
         beta1, beta2 = 0.9, 0.999
         for t in range(self.steps + 1):
-            idx = active.nonzero().squeeze(1)
-            met = goal_met(query(model, x_adv[idx]), label[idx], self.targeted)
-            queries[idx] += 1
-            first[idx[met]] = t
-            active[idx[met]] = False
-            idx = idx[~met]
+            idx = retire(model, x_adv, label, self.targeted, active, first, queries, t)
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):

@@ -53,7 +53,8 @@ class AttackCallback(L.Callback):
 
     After each batch, ``last_batch`` holds ``x``, ``y``, ``idx``, ``clean_logits`` and, per attack,
     ``adv[name]`` and ``success[name]`` (clean-correct and fooled, as counted by MR), for later
-    evaluation callbacks. With ``save_adv`` (a directory), the test stage writes ``<save_adv>/<attack>.pt``:
+    evaluation callbacks; those reading layer outputs register in ``output_readers`` at the start of
+    the epoch to share forward passes (:func:`~robustlab.callbacks.coverage_callback.batch_outputs`). With ``save_adv`` (a directory), the test stage writes ``<save_adv>/<attack>.pt``:
     tensors ``x``, ``x_adv``, ``y``, ``target`` (targeted attacks), ``success``, ``clean_pred``, ``adv_pred``
     and ``idx``, one row per sample sorted by ``idx``, gathered from every process.
 
@@ -76,6 +77,7 @@ class AttackCallback(L.Callback):
         self.metrics: dict[str, nn.ModuleDict] = {}
         self.results: dict[str, dict] = {}
         self.last_batch: dict | None = None
+        self.output_readers = 0
         self._saved: dict[str, list[dict]] = {}
         self._bars: list = []
 
@@ -88,6 +90,7 @@ class AttackCallback(L.Callback):
                                     for name, attack in self.attacks.items()}})
         self.metrics[stage] = metrics.to(pl_module.device)
         self._saved = {name: [] for name in self.attacks}
+        self.output_readers = 0
         if stage == "test" and self.progress and trainer.is_global_zero:
             total = sum(trainer.num_test_batches)
             self._bars = [tqdm(total=total, desc=f"attack {name}", position=i, leave=True, dynamic_ncols=True)

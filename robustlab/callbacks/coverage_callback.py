@@ -68,6 +68,25 @@ def adversarial_batch(source: AttackCallback | None, idx: torch.Tensor, who: str
     return last["adv"]
 
 
+def batch_outputs(source: AttackCallback | None, model: nn.Module, layers: Mapping[str, nn.Module], name: str,
+                  x: torch.Tensor, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Raw outputs of ``layers`` and the logits of ``model`` (:func:`layer_outputs`) on the current test batch's
+    clean images (``name="clean"``) or one attack's adversarial examples ``x``. With an attack callback that
+    has several ``output_readers`` (the coverage and structure callbacks), they share one forward pass: the
+    first to ask runs it, the result waits in ``last_batch`` and is dropped once every reader has taken it."""
+    last = source.last_batch if source is not None else None
+    if last is None or source.output_readers < 2 or not torch.equal(last["idx"].to(idx.device), idx):
+        return layer_outputs(model, x, layers, return_logits=True)
+    cache, key = last.setdefault("outputs", {}), (name, id(model), tuple(layers))
+    if key not in cache:
+        cache[key] = [layer_outputs(model, x, layers, return_logits=True), source.output_readers]
+    entry = cache[key]
+    entry[1] -= 1
+    if entry[1] == 0:
+        del cache[key]
+    return entry[0]
+
+
 class CoverageProfiler(L.Callback):
     """After training, profile ``[low, high]`` of every neuron of ``layers`` (``{types, names}``; default
     Conv2d and Linear) over the whole, unaugmented training split and save it next to the last checkpoint
@@ -139,24 +158,27 @@ class CoverageCallback(L.Callback):
         self.used = profile.restrict(self.hooked)
         self.source_info = {"source": source, "n_samples": profile.n_samples}
         self.attack_source = attack_source(trainer)
+        if self.attack_source is not None:
+            self.attack_source.output_readers += 1
         names = ["clean", *(self.attack_source.attacks if self.attack_source is not None else {})]
         self.metrics = nn.ModuleDict({name: nn.ModuleDict({
             "KMNCov": KMNCov(self.used, self.k), "NBCov": NBCov(self.used), "SNACov": SNACov(self.used),
             "TKNCov": TKNCov(self.used, self.top_k)}) for name in names}).to(pl_module.device)
         self.count = SumMetric().to(pl_module.device)
 
-    def _update(self, name: str, x: torch.Tensor) -> None:
-        outputs = layer_outputs(self.model, x, self.hooked, reduce=neuron_values)
+    def _update(self, name: str, x: torch.Tensor, idx: torch.Tensor) -> None:
+        outputs, _ = batch_outputs(self.attack_source, self.model, self.hooked, name, x, idx)
+        values = {n: neuron_values(o) for n, o in outputs.items()}
         for metric in self.metrics[name].values():
-            metric.update(outputs)
+            metric.update(values)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         x, idx = batch[0], batch[2]
         adversarial = adversarial_batch(self.attack_source, idx, "CoverageCallback")
         with eval_mode(pl_module):
-            self._update("clean", x)
+            self._update("clean", x, idx)
             for name, x_adv in adversarial.items():
-                self._update(name, x_adv)
+                self._update(name, x_adv, idx)
         self.count.update(len(x))
 
     def on_test_epoch_end(self, trainer, pl_module):

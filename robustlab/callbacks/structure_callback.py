@@ -6,9 +6,9 @@ import lightning as L
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustlab.callbacks.coverage_callback import adversarial_batch, attack_source, chosen_layers, classifier
+from robustlab.callbacks.coverage_callback import (adversarial_batch, attack_source, batch_outputs, chosen_layers,
+                                                   classifier)
 from robustlab.errors import RobustlabError
-from robustlab.metrics.coverage import layer_outputs
 from robustlab.metrics.structure import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
 from robustlab.utils import eval_mode, synced_states
 
@@ -64,6 +64,8 @@ class StructureCallback(L.Callback):
         self.model = classifier(pl_module)
         self.hooked = chosen_layers(self.model, self.layers)
         self.attack_source = attack_source(trainer)
+        if self.attack_source is not None:
+            self.attack_source.output_readers += 1
         names = list(self.hooked)
         attacks = list(self.attack_source.attacks) if self.attack_source is not None else []
         metrics = {"NeuronUncertainty": NeuronUncertainty(names),
@@ -88,10 +90,11 @@ class StructureCallback(L.Callback):
         seeds = idx.long() + (self.seed << 32)
         m = self.metrics
         with eval_mode(pl_module):
-            clean, clean_logits = layer_outputs(self.model, x, self.hooked, return_logits=True)
+            clean, clean_logits = batch_outputs(self.attack_source, self.model, self.hooked, "clean", x, idx)
             m["NeuronUncertainty"].update(clean)
             for name, x_adv in adversarial.items():
-                m["NeuronSensitivity"][name].update(clean, layer_outputs(self.model, x_adv, self.hooked))
+                adv, _ = batch_outputs(self.attack_source, self.model, self.hooked, name, x_adv, idx)
+                m["NeuronSensitivity"][name].update(clean, adv)
             if "EBD" in m:
                 m["EBD"].update(self.model, x, seeds)
             if "EBD2" in m:

@@ -64,10 +64,20 @@ class RobustClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._eval_step(batch, self.test_acc, "test/acc")
 
+    def own_lr_group(self) -> tuple[nn.Module, float] | None:
+        """A submodule whose parameters get their own learning rate (MagNet's autoencoders, PixelDefend's
+        PixelCNN) and that rate, or ``None``."""
+        return None
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured")
-        optimizer = self.optimizer_factory(params=self.parameters())
+        params, group = list(self.parameters()), self.own_lr_group()
+        if group is not None:
+            own = {id(p) for p in group[0].parameters()}
+            params = [{"params": [p for p in params if id(p) not in own]},
+                      {"params": [p for p in params if id(p) in own], "lr": group[1]}]
+        optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
         takes_total = "total_steps" in inspect.signature(self.scheduler_factory.func).parameters

@@ -107,22 +107,8 @@ class MagNet(DetectorDefense):
         super().__init__(net, inference, node, optimizer, scheduler, scheduler_interval)
         self.noise, self.ae_lr = noise, ae_lr
 
-    def configure_optimizers(self):
-        factory = self.optimizer_factory
-        if factory is None or self.ae_lr is None:
-            return super().configure_optimizers()
-        ae = {id(p) for p in self.inference.autoencoders.parameters()}
-
-        def grouped(params):
-            params = list(params)
-            return factory(params=[{"params": [p for p in params if id(p) not in ae]},
-                                   {"params": [p for p in params if id(p) in ae], "lr": self.ae_lr}])
-
-        self.optimizer_factory = grouped
-        try:
-            return super().configure_optimizers()
-        finally:
-            self.optimizer_factory = factory
+    def own_lr_group(self) -> tuple[nn.Module, float] | None:
+        return None if self.ae_lr is None else (self.inference.autoencoders, self.ae_lr)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(self.model(x), y)

@@ -120,22 +120,8 @@ class PixelDefend(InferenceDefense):
         """Switch forward (and so testing) to the purifying classifier."""
         self.purifying = True
 
-    def configure_optimizers(self):
-        factory = self.optimizer_factory
-        if factory is None or self.pixelcnn_lr is None:
-            return super().configure_optimizers()
-        own = {id(p) for p in self.pixelcnn.parameters()}
-
-        def grouped(params):
-            params = list(params)
-            return factory(params=[{"params": [p for p in params if id(p) not in own]},
-                                   {"params": [p for p in params if id(p) in own], "lr": self.pixelcnn_lr}])
-
-        self.optimizer_factory = grouped
-        try:
-            return super().configure_optimizers()
-        finally:
-            self.optimizer_factory = factory
+    def own_lr_group(self) -> tuple[nn.Module, float] | None:
+        return None if self.pixelcnn_lr is None else (self.pixelcnn, self.pixelcnn_lr)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         bpd = self.pixelcnn.nll(x)

@@ -272,7 +272,7 @@ class NeuronSensitivity(Metric):
     def update(self, clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor]) -> None:
         _check_layers(clean, self.layers)
         _check_layers(adversarial, self.layers)
-        diffs = [(clean[n] - adversarial[n]).flatten(1).abs().double().mean(1).sum() for n in self.layers]
+        diffs = [(clean[n] - adversarial[n]).flatten(1).abs().mean(1).double().sum() for n in self.layers]
         self.total += torch.stack(diffs)
         self.count += len(next(iter(clean.values())))
 
@@ -299,10 +299,11 @@ class NeuronUncertainty(Metric):
 
     @staticmethod
     def _variance(out: torch.Tensor) -> torch.Tensor:
-        out = out.double()
-        if out.dim() > 2:
-            return out.flatten(2).var(2, unbiased=False).mean(1)
-        return out.reshape(len(out), -1).var(1, unbiased=False)
+        """Per example: the mean over channels of each feature map's population variance (a 2-D output: the
+        variance over its units), as the squared norm of the centred values (much faster than ``var`` on CPU)."""
+        flat = out.flatten(2) if out.dim() > 2 else out.reshape(len(out), 1, -1)
+        centred = flat - flat.mean(2, keepdim=True)
+        return (torch.linalg.vector_norm(centred, dim=2).double() ** 2 / flat.shape[2]).mean(1)
 
     def update(self, outputs: Mapping[str, torch.Tensor]) -> None:
         _check_layers(outputs, self.layers)

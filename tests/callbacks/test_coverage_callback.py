@@ -1,6 +1,7 @@
 """CoverageCallback in a real Trainer (clean and adversarial sets, batch-size independence), the profile
 stored by training, and report["coverage"] from evaluate."""
 import shutil
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -11,7 +12,7 @@ from torch.utils.data import DataLoader
 import robustlab
 from robustlab.attacks import FGSM
 from robustlab.callbacks import AttackCallback, CoverageCallback
-from robustlab.callbacks.coverage_callback import training_images
+from robustlab.callbacks.coverage_callback import batch_outputs, training_images
 from robustlab.checkpoint import read_checkpoint
 from robustlab.data.base import Indexed, TensorPairs
 from robustlab.evaluate import evaluate
@@ -113,3 +114,22 @@ def test_evaluate_reports_coverage_and_caches_a_missing_profile(pgd_at_run, tmp_
     again = evaluate(make_cfg("eval", tmp_path / "b", [*args[:-1], "data.test_size=10"]))["coverage"]
     assert profile_path(ckpt).stat().st_mtime_ns == stamp   # the cached profile is reused
     assert again["profile"] == report["profile"] and again["n_samples"] == 10
+
+
+def test_readers_share_one_forward_pass_per_batch_and_image_set():
+    """Coverage and structure read the same layer outputs: the first reader runs the forward pass, the
+    second takes the cached result, which is then dropped; a lone reader caches nothing."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    layers, x, idx = {"1": model[1]}, torch.rand(3, 1, 2, 2), torch.arange(3)
+    with torch.no_grad():
+        logits = model(x)
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    source = SimpleNamespace(last_batch={"idx": idx}, output_readers=2)
+    first = batch_outputs(source, model, layers, "clean", x, idx)
+    second = batch_outputs(source, model, layers, "clean", x, idx)
+    assert len(calls) == 1 and first is second and source.last_batch["outputs"] == {}
+    assert torch.equal(first[1], logits) and torch.equal(first[0]["1"], logits)
+    source.output_readers = 1
+    batch_outputs(source, model, layers, "clean", x, idx)
+    assert len(calls) == 2 and source.last_batch["outputs"] == {}
