@@ -69,14 +69,15 @@ def adversarial_batch(source: AttackCallback | None, idx: torch.Tensor, who: str
 
 
 def batch_outputs(source: AttackCallback | None, model: nn.Module, layers: Mapping[str, nn.Module], name: str,
-                  x: torch.Tensor, idx: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Raw outputs of ``layers`` and the logits of ``model`` (:func:`layer_outputs`) on the current test batch's
-    clean images (``name="clean"``) or one attack's adversarial examples ``x``. With an attack callback that
-    has several ``output_readers`` (the coverage and structure callbacks), they share one forward pass: the
-    first to ask runs it, the result waits in ``last_batch`` and is dropped once every reader has taken it."""
+                  x: torch.Tensor, idx: torch.Tensor, reduce=None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Outputs of ``layers`` (``reduce``-d per layer, e.g. :func:`neuron_values`) and the logits of ``model``
+    (:func:`layer_outputs`) on the current test batch's clean images (``name="clean"``) or one attack's
+    adversarial examples ``x``. With an attack callback that has several ``output_readers`` (the coverage and
+    structure callbacks), they share one forward pass: the first to ask runs it, the raw outputs wait in
+    ``last_batch`` and are dropped once every reader has taken them."""
     last = source.last_batch if source is not None else None
     if last is None or source.output_readers < 2 or not torch.equal(last["idx"].to(idx.device), idx):
-        return layer_outputs(model, x, layers, return_logits=True)
+        return layer_outputs(model, x, layers, reduce, return_logits=True)
     cache, key = last.setdefault("outputs", {}), (name, id(model), tuple(layers))
     if key not in cache:
         cache[key] = [layer_outputs(model, x, layers, return_logits=True), source.output_readers]
@@ -84,7 +85,8 @@ def batch_outputs(source: AttackCallback | None, model: nn.Module, layers: Mappi
     entry[1] -= 1
     if entry[1] == 0:
         del cache[key]
-    return entry[0]
+    outputs, logits = entry[0]
+    return ({n: reduce(o) for n, o in outputs.items()} if reduce is not None else outputs), logits
 
 
 class CoverageProfiler(L.Callback):
@@ -167,8 +169,7 @@ class CoverageCallback(L.Callback):
         self.count = SumMetric().to(pl_module.device)
 
     def _update(self, name: str, x: torch.Tensor, idx: torch.Tensor) -> None:
-        outputs, _ = batch_outputs(self.attack_source, self.model, self.hooked, name, x, idx)
-        values = {n: neuron_values(o) for n, o in outputs.items()}
+        values, _ = batch_outputs(self.attack_source, self.model, self.hooked, name, x, idx, neuron_values)
         for metric in self.metrics[name].values():
             metric.update(values)
 

@@ -131,5 +131,6 @@ def test_readers_share_one_forward_pass_per_batch_and_image_set():
     assert len(calls) == 1 and first is second and source.last_batch["outputs"] == {}
     assert torch.equal(first[1], logits) and torch.equal(first[0]["1"], logits)
     source.output_readers = 1
-    batch_outputs(source, model, layers, "clean", x, idx)
+    reduced, _ = batch_outputs(source, model, layers, "clean", x, idx, reduce=lambda o: o.sum(1))
     assert len(calls) == 2 and source.last_batch["outputs"] == {}
+    assert torch.allclose(reduced["1"], logits.sum(1))
