@@ -128,7 +128,8 @@ def test_readers_share_one_forward_pass_per_batch_and_image_set():
     source = SimpleNamespace(last_batch={"idx": idx}, output_readers=2)
     first = batch_outputs(source, model, layers, "clean", x, idx)
     second = batch_outputs(source, model, layers, "clean", x, idx)
-    assert len(calls) == 1 and first is second and source.last_batch["outputs"] == {}
+    assert len(calls) == 1 and first[0] is second[0] and first[1] is second[1]
+    assert source.last_batch["outputs"] == {}
     assert torch.equal(first[1], logits) and torch.equal(first[0]["1"], logits)
     source.output_readers = 1
     reduced, _ = batch_outputs(source, model, layers, "clean", x, idx, reduce=lambda o: o.sum(1))
