@@ -89,6 +89,27 @@ class RobustClassifier(L.LightningModule):
         checkpoint[META_KEY] = self.robustlab_meta
 
 
+class PreprocessedClassifier(nn.Module):
+    """``classifier(preprocess(x))`` for a non-differentiable ``preprocess`` (evaluation attacks it with BPDA
+    through ``preprocess``/``classifier``). When ``x`` requires a gradient, forward passes
+    ``x + (preprocess(x) - x).detach()`` (Athalye et al.'s BPDA with the identity), so gradient attacks get
+    the straight-through gradient even unadapted."""
+
+    def __init__(self, net: nn.Module, preprocess: nn.Module):
+        super().__init__()
+        self.net, self.preprocess = net, preprocess
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self.net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.preprocess(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            z = x + (z - x).detach()
+        return self.net(z)
+
+
 class InferenceDefense(RobustClassifier):
     """A defense whose inference wraps ``net`` (an input transform, a vote): ``self.inference`` is
     ``wrapper(net, **options)``, sharing ``net``, and is what :meth:`forward` runs. The checkpoint

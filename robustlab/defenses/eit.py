@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.defenses.base import InferenceDefense
+from robustlab.defenses.base import InferenceDefense, PreprocessedClassifier
 from robustlab.defenses.transforms import bit_depth, crop_rescale, jpeg, tv_minimise
 from robustlab.errors import RobustlabError
 
@@ -42,27 +42,14 @@ class EITTransform(nn.Module):
             return bit_depth(jpeg(x, self.jpeg_quality), self.bits)
 
 
-class EITClassifier(nn.Module):
-    """``classifier(preprocess(x))`` with ``preprocess`` an :class:`EITTransform`: random
-    (``randomized``: EOT) and non-differentiable (BPDA through ``preprocess``). When ``x`` requires
-    a gradient, forward passes ``x + (preprocess(x) - x).detach()`` (Athalye et al.'s BPDA with the
-    identity), so gradient attacks get the straight-through gradient even unadapted."""
+class EITClassifier(PreprocessedClassifier):
+    """``classifier(preprocess(x))`` with ``preprocess`` an :class:`EITTransform`: random (``randomized``:
+    EOT) and non-differentiable (BPDA, straight-through when ``x`` requires a gradient)."""
 
     randomized = True
 
     def __init__(self, net: nn.Module, **transform):
-        super().__init__()
-        self.net, self.preprocess = net, EITTransform(**transform)
-
-    @property
-    def classifier(self) -> nn.Module:
-        return self.net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.preprocess(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            z = x + (z - x).detach()
-        return self.net(z)
+        super().__init__(net, EITTransform(**transform))
 
 
 class EIT(InferenceDefense):

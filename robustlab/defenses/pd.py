@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.defenses.base import InferenceDefense
+from robustlab.defenses.base import InferenceDefense, PreprocessedClassifier
 from robustlab.errors import RobustlabError
 from robustlab.models.pixelcnn import LEVELS, PixelCNN, quantise
 
@@ -55,32 +55,20 @@ class Purifier(nn.Module):
             return out
 
 
-class PixelDefendClassifier(nn.Module):
-    """``classifier(preprocess(x))`` with ``preprocess`` a :class:`Purifier` around a
-    :class:`PixelCNN` (``in_channels``, ``hidden``, ``blocks``). Deterministic but not
-    differentiable: evaluation attacks it with BPDA through ``preprocess``. When ``x`` requires a
-    gradient, forward passes ``x + (preprocess(x) - x).detach()`` (BPDA with the identity)."""
+class PixelDefendClassifier(PreprocessedClassifier):
+    """``classifier(preprocess(x))`` with ``preprocess`` a :class:`Purifier` around a :class:`PixelCNN`
+    (``in_channels``, ``hidden``, ``blocks``). Deterministic but not differentiable (BPDA,
+    straight-through when ``x`` requires a gradient)."""
 
     randomized = False
 
     def __init__(self, net: nn.Module, eps_defend: float = 0.3, in_channels: int = 1, hidden: int = 64,
                  blocks: int = 4):
-        super().__init__()
-        self.net, self.preprocess = net, Purifier(PixelCNN(in_channels, hidden, blocks), eps_defend)
-
-    @property
-    def classifier(self) -> nn.Module:
-        return self.net
+        super().__init__(net, Purifier(PixelCNN(in_channels, hidden, blocks), eps_defend))
 
     @property
     def pixelcnn(self) -> PixelCNN:
         return self.preprocess.pixelcnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.preprocess(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            z = x + (z - x).detach()
-        return self.net(z)
 
 
 class PixelDefend(InferenceDefense):

@@ -239,63 +239,57 @@ class ENI(Metric):
         return ratio(self.total, self.count, "ENI")
 
 
-def _per_layer(name: str, layers: Sequence[str]) -> list[str]:
-    layers = list(layers)
-    if not layers:
-        raise RobustlabError(f"{name} got no layers", "pass the layer names to measure")
-    return layers
-
-
 def _check_layers(outputs: Mapping[str, torch.Tensor], layers: list[str]) -> None:
     if list(outputs) != layers:
         raise RobustlabError(f"got outputs of layers {list(outputs)} but the metric measures {layers}",
                              "pass layer_outputs(model, x, layers) for the same layers, in the same order")
 
 
-class NeuronSensitivity(Metric):
+class _PerLayerMean(Metric):
+    """A per-layer sum of per-example values over ``layers`` and the example count (sum states);
+    ``compute()`` gives ``{layer: sum / count}``."""
+
+    full_state_update = False
+    higher_is_better = False
+    is_differentiable = False
+
+    def __init__(self, layers: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.layers = list(layers)
+        if not self.layers:
+            raise RobustlabError(f"{type(self).__name__} got no layers", "pass the layer names to measure")
+        self.add_state("total", torch.zeros(len(self.layers), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _add(self, sums: list[torch.Tensor], n: int) -> None:
+        self.total += torch.stack(sums)
+        self.count += n
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        name = type(self).__name__
+        return {n: ratio(self.total[i], self.count, f"{name} {n}") for i, n in enumerate(self.layers)}
+
+
+class NeuronSensitivity(_PerLayerMean):
     """Neuron sensitivity, Eq. (22): for neuron ``m`` of layer ``l``, ``sigma = (1/n) sum_i
     ||f_lm(x_i) - f_lm(x'_i)||_1 / dim(f_lm(x_i))`` over clean/adversarial pairs (a conv neuron's output is
     its feature map). ``compute()`` gives ``{layer: mean_m sigma}``, the per-layer mean the paper plots.
 
     ``update(clean, adversarial)`` takes the raw :func:`~robustlab.metrics.coverage.layer_outputs` of both."""
 
-    full_state_update = False
-    higher_is_better = False
-    is_differentiable = False
-
-    def __init__(self, layers: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        self.layers = _per_layer("NeuronSensitivity", layers)
-        self.add_state("total", torch.zeros(len(self.layers), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
     def update(self, clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor]) -> None:
         _check_layers(clean, self.layers)
         _check_layers(adversarial, self.layers)
-        diffs = [(clean[n] - adversarial[n]).flatten(1).abs().mean(1).double().sum() for n in self.layers]
-        self.total += torch.stack(diffs)
-        self.count += len(next(iter(clean.values())))
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {n: ratio(self.total[i], self.count, f"NeuronSensitivity {n}") for i, n in enumerate(self.layers)}
+        self._add([(clean[n] - adversarial[n]).flatten(1).abs().mean(1).double().sum() for n in self.layers],
+                  len(next(iter(clean.values()))))
 
 
-class NeuronUncertainty(Metric):
+class NeuronUncertainty(_PerLayerMean):
     """Neuron uncertainty, Eq. (23): ``U(f_lm) = (1/n) sum_i variance(f_lm(x_i))``, the (population)
     variance of a conv neuron's feature map; a layer of scalar neurons (e.g. Linear) has no per-neuron
     spread, so its units' variance within the layer is used. ``compute()`` gives ``{layer: mean_m U}``.
 
     ``update(outputs)`` takes the raw :func:`~robustlab.metrics.coverage.layer_outputs`."""
-
-    full_state_update = False
-    higher_is_better = False
-    is_differentiable = False
-
-    def __init__(self, layers: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        self.layers = _per_layer("NeuronUncertainty", layers)
-        self.add_state("total", torch.zeros(len(self.layers), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     @staticmethod
     def _variance(out: torch.Tensor) -> torch.Tensor:
@@ -307,8 +301,4 @@ class NeuronUncertainty(Metric):
 
     def update(self, outputs: Mapping[str, torch.Tensor]) -> None:
         _check_layers(outputs, self.layers)
-        self.total += torch.stack([self._variance(outputs[n]).sum() for n in self.layers])
-        self.count += len(next(iter(outputs.values())))
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {n: ratio(self.total[i], self.count, f"NeuronUncertainty {n}") for i, n in enumerate(self.layers)}
+        self._add([self._variance(outputs[n]).sum() for n in self.layers], len(next(iter(outputs.values()))))
