@@ -5,7 +5,7 @@ import torch
 
 from robustlab import RobustlabError
 from robustlab.attacks import PGD, NAttack
-from tests.attacks.helpers import accuracy
+from tests.attacks.helpers import accuracy, check_query_counts, check_seeds_independent_of_batching
 from tests.attacks.test_spsa import sign_noise
 
 
@@ -44,23 +44,12 @@ def test_nattack_counts_its_queries(mlp_model, mnist_test_batch, counting):
     model = counting(mlp_model)
     attack = NAttack(eps=0.05, steps=5, population=10)
     attack(model, x, y, seeds=torch.arange(len(x)))
-    queries, success = attack.last_queries, attack.last_success
-    assert success.any() and not success.all()
-    assert model.images == queries.sum().item()
-    assert (queries <= attack.max_queries).all() and (queries[~success] == attack.max_queries).all()
-    steps = attack.last_iterations.clamp(max=attack.steps)
-    assert torch.equal(queries, steps + 1 + steps * attack.population)
+    check_query_counts(attack, model, attack.population)
 
 
 def test_nattack_seeding_does_not_depend_on_batching(mlp_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:12], mnist_test_batch[1][:12]
-    seeds = torch.arange(7, 19)
-    attack = NAttack(eps=0.1, steps=3, population=6)
-    whole = attack(mlp_model, x, y, seeds=seeds)
-    halves = torch.cat([attack(mlp_model, x[:7], y[:7], seeds=seeds[:7]),
-                        attack(mlp_model, x[7:], y[7:], seeds=seeds[7:])])
-    assert torch.allclose(whole, halves, atol=1e-6)
-    assert not torch.allclose(whole, attack(mlp_model, x, y, seeds=seeds + 1))
+    check_seeds_independent_of_batching(NAttack(eps=0.1, steps=3, population=6), mlp_model, x, y, torch.arange(7, 19), 7)
 
 
 @pytest.mark.parametrize("kwargs", [{"eps": -0.1}, {"sigma": 0.0}, {"population": 1}, {"steps": 1.5}])

@@ -5,11 +5,7 @@ import torchattacks
 
 from robustlab import RobustlabError
 from robustlab.attacks import PGD
-
-
-def _accuracy(model, x, y):
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
+from tests.attacks.helpers import accuracy, check_seeds_independent_of_batching
 
 
 @pytest.mark.parametrize("norm, eps, step, peer", [
@@ -19,14 +15,14 @@ def _accuracy(model, x, y):
 def test_pgd_agrees_with_torchattacks(standard_model, mnist_test_batch, norm, eps, step, peer):
     x, y = mnist_test_batch
     ours = PGD(eps=eps, step=step, steps=20, norm=norm, random_start=False, keep_successful=False)
-    acc_ours = _accuracy(standard_model, ours(standard_model, x, y), y)
-    acc_peer = _accuracy(standard_model, peer(standard_model)(x, y), y)
+    acc_ours = accuracy(standard_model, ours(standard_model, x, y), y)
+    acc_peer = accuracy(standard_model, peer(standard_model)(x, y), y)
     print(f"PGD-{norm}: ours {acc_ours:.3f}, torchattacks {acc_peer:.3f}")
     assert 0.1 < acc_peer < 0.9, "the comparison needs a budget where robust accuracy is informative"
     assert abs(acc_ours - acc_peer) <= 0.02
     # Keeping successful iterates can only find more adversarial examples.
     kept = PGD(eps=eps, step=step, steps=20, norm=norm, random_start=False)
-    assert _accuracy(standard_model, kept(standard_model, x, y), y) <= acc_ours
+    assert accuracy(standard_model, kept(standard_model, x, y), y) <= acc_ours
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.3), ("l2", 2.0)])
@@ -64,13 +60,7 @@ def test_pgd_leaves_model_untouched(standard_model, mnist_test_batch):
 
 def test_seeded_random_start_does_not_depend_on_batching(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:10], mnist_test_batch[1][:10]
-    seeds = torch.arange(100, 110)
-    attack = PGD(eps=0.3, step=0.05, steps=2)
-    whole = attack(standard_model, x, y, seeds=seeds)
-    halves = torch.cat([attack(standard_model, x[:4], y[:4], seeds=seeds[:4]),
-                        attack(standard_model, x[4:], y[4:], seeds=seeds[4:])])
-    assert torch.allclose(whole, halves, atol=1e-6)
-    assert not torch.equal(whole, attack(standard_model, x, y, seeds=seeds + 1))
+    check_seeds_independent_of_batching(PGD(eps=0.3, step=0.05, steps=2), standard_model, x, y, torch.arange(100, 110), 4)
 
 
 def _with_nan(x):

@@ -7,7 +7,7 @@ import torchattacks
 
 from robustlab import RobustlabError
 from robustlab.attacks import PGD, SPSA
-from tests.attacks.helpers import accuracy
+from tests.attacks.helpers import accuracy, check_query_counts, check_seeds_independent_of_batching
 
 
 def sign_noise(x, eps, seed=0):
@@ -50,25 +50,13 @@ def test_spsa_counts_its_queries(mlp_model, mnist_test_batch, counting):
     model = counting(mlp_model)
     attack = SPSA(eps=0.05, steps=6, samples=8)
     attack(model, x, y, seeds=torch.arange(len(x)))
-    queries, success = attack.last_queries, attack.last_success
-    assert success.any() and not success.all()
-    # Every forwarded image belongs to exactly one example.
-    assert model.images == queries.sum().item()
-    assert (queries <= attack.max_queries).all() and (queries[~success] == attack.max_queries).all()
-    steps = attack.last_iterations.clamp(max=attack.steps)
-    assert torch.equal(queries, steps + 1 + steps * 2 * attack.samples)
-    assert (attack.last_iterations[~success] == attack.steps + 1).all()
+    check_query_counts(attack, model, 2 * attack.samples)
+    assert (attack.last_iterations[~attack.last_success] == attack.steps + 1).all()
 
 
 def test_spsa_seeding_does_not_depend_on_batching(mlp_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:12], mnist_test_batch[1][:12]
-    seeds = torch.arange(40, 52)
-    attack = SPSA(eps=0.1, steps=3, samples=4)
-    whole = attack(mlp_model, x, y, seeds=seeds)
-    halves = torch.cat([attack(mlp_model, x[:5], y[:5], seeds=seeds[:5]),
-                        attack(mlp_model, x[5:], y[5:], seeds=seeds[5:])])
-    assert torch.allclose(whole, halves, atol=1e-6)
-    assert not torch.allclose(whole, attack(mlp_model, x, y, seeds=seeds + 1))
+    check_seeds_independent_of_batching(SPSA(eps=0.1, steps=3, samples=4), mlp_model, x, y, torch.arange(40, 52), 5)
 
 
 def test_targeted_spsa_reaches_its_targets(mlp_model, mnist_test_batch):

@@ -10,10 +10,8 @@ from torch import nn
 import robustlab
 from robustlab.attacks import RFGSM
 from robustlab.defenses import EAT
-from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN
-from robustlab.train import train
-from tests.helpers import make_cfg
+from tests.defenses.helpers import train_reload_evaluate
 
 
 def _module(n_static: int = 2) -> EAT:
@@ -52,17 +50,8 @@ def test_examples_are_rfgsm_on_the_source_with_its_predictions(k, monkeypatch):
 
 def test_eat_trains_with_a_static_checkpoint_reloads_and_evaluates(tmp_path, pgd_at_run, mnist_test_batch):
     static = pgd_at_run[0]["checkpoint"]
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=eat", f"defense.static=[{static}]", "data.train_size=1000", "data.val_size=100",
-        "trainer.max_epochs=1", "logger=none", "attack=[]", "test=false"]))
+    summary, _ = train_reload_evaluate(tmp_path, "eat", [f"defense.static=[{static}]"], *mnist_test_batch)
     assert summary["stages"] == {"static": [static]} and not (tmp_path / "train" / "static_0").exists()
-    model = robustlab.load_model(summary["checkpoint"])
-    x, y = mnist_test_batch
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense_name"] == "eat" and report["clean"]["n_samples"] == 50
 
 
 def test_missing_static_models_are_refused():

@@ -6,12 +6,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-import robustlab
 from robustlab.defenses.eit import EITClassifier, EITTransform
 from robustlab.defenses.transforms import bit_depth, crop_rescale, jpeg, tv_minimise
-from robustlab.evaluate import evaluate
-from robustlab.train import train
-from tests.helpers import make_cfg
+from tests.defenses.helpers import train_reload_evaluate
 
 
 def test_bit_depth_matches_hand_values():
@@ -85,14 +82,5 @@ def test_transform_is_random_detached_and_wraps_the_classifier():
 
 
 def test_eit_trains_on_transformed_images_reloads_and_evaluates(tmp_path, mnist_test_batch):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=eit", "defense.tv_steps=20", "data.train_size=1000", "data.val_size=100", "trainer.max_epochs=1",
-        "logger=none", "attack=[]", "test=false"]))
-    model = robustlab.load_model(summary["checkpoint"])
+    _, model = train_reload_evaluate(tmp_path, "eit", ["defense.tv_steps=20"], *mnist_test_batch)
     assert isinstance(model, EITClassifier) and model.preprocess.crop_size == 26 and model.preprocess.bits == 4
-    x, y = mnist_test_batch
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense_name"] == "eit" and report["clean"]["n_samples"] == 50

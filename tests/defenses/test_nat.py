@@ -6,13 +6,10 @@ import torch
 import torch.nn.functional as F
 from scipy.special import log_softmax
 
-import robustlab
 from robustlab.defenses import NAT
 from robustlab.defenses.nat import mixed_loss
-from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN
-from robustlab.train import train
-from tests.helpers import make_cfg
+from tests.defenses.helpers import train_reload_evaluate
 
 
 def test_mixed_loss_matches_hand_computation():
@@ -55,13 +52,4 @@ def test_examples_are_one_llc_step_at_each_examples_eps():
 
 
 def test_nat_trains_reloads_and_evaluates(tmp_path, mnist_test_batch):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=nat", "data.train_size=1000", "data.val_size=100", "trainer.max_epochs=1", "logger=none",
-        "attack=[]", "test=false"]))
-    model = robustlab.load_model(summary["checkpoint"])
-    x, y = mnist_test_batch
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense_name"] == "nat" and report["clean"]["n_samples"] == 50
+    train_reload_evaluate(tmp_path, "nat", [], *mnist_test_batch)

@@ -8,11 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import robustlab
 from robustlab.defenses.rc import RegionVote, search_radius
-from robustlab.evaluate import evaluate
-from robustlab.train import train
-from tests.helpers import make_cfg
+from tests.defenses.helpers import train_reload_evaluate
 
 
 class Scripted(nn.Module):
@@ -82,16 +79,7 @@ def test_radius_search_returns_the_last_radius_within_tolerance():
 
 
 def test_rc_trains_searches_reloads_as_the_vote_and_evaluates(tmp_path, mnist_test_batch):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=rc", "defense.n_samples=16", "data.train_size=1000", "data.val_size=100", "trainer.max_epochs=1",
-        "logger=none", "attack=[]", "test=false"]))
-    model = robustlab.load_model(summary["checkpoint"])
+    _, model = train_reload_evaluate(tmp_path, "rc", ["defense.n_samples=16"], *mnist_test_batch)
     assert isinstance(model, RegionVote) and model.n_samples == 16
     radius = model.radius.item()
     assert 0 <= radius <= 0.3 + 1e-6 and math.isclose(radius * 100, round(radius * 100), abs_tol=1e-4), "on the 0.01 grid"
-    x, y = mnist_test_batch
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense_name"] == "rc" and report["clean"]["n_samples"] == 50

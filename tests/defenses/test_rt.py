@@ -4,13 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import robustlab
 from robustlab import RobustlabError
 from robustlab.defenses.rt import RandomResizePad
 from robustlab.defenses.transforms import resize_pad
-from robustlab.evaluate import evaluate
-from robustlab.train import train
-from tests.helpers import make_cfg
+from tests.defenses.helpers import train_reload_evaluate
 
 PAD = 2.0  # outside [0,1]: marks the padding
 
@@ -51,14 +48,5 @@ def test_wrapper_is_random_differentiable_and_checks_the_size():
 
 
 def test_rt_trains_reloads_as_the_wrapper_and_evaluates(tmp_path, mnist_test_batch):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=rt", "defense.train_transformed=true", "data.train_size=1000", "data.val_size=100",
-        "trainer.max_epochs=1", "logger=none", "attack=[]", "test=false"]))
-    model = robustlab.load_model(summary["checkpoint"])
+    _, model = train_reload_evaluate(tmp_path, "rt", ["defense.train_transformed=true"], *mnist_test_batch)
     assert isinstance(model, RandomResizePad) and model.final == 31 and model.randomized
-    x, y = mnist_test_batch
-    with torch.no_grad():
-        assert (model(x).argmax(1) == y).float().mean() > 0.2, "well above chance (0.1) after 20 steps"
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
-    assert report["defense_name"] == "rt" and report["clean"]["n_samples"] == 50
