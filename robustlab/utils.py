@@ -19,6 +19,16 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+def step_logits(pl_module: nn.Module, outputs, x: torch.Tensor) -> torch.Tensor:
+    """The logits of the evaluation step that produced ``outputs`` (a robustlab module's eval step returns
+    them), or, for a module whose step does not, a fresh forward pass of ``x`` without gradients."""
+    logits = outputs.get("logits") if isinstance(outputs, dict) else None
+    if logits is None:
+        with torch.no_grad():
+            logits = pl_module(x)
+    return logits
+
+
 def synced_states(metric: Metric) -> dict[str, torch.Tensor]:
     """A metric's states reduced over all processes; ``compute()`` would un-sync them afterwards,
     so counts read after it are per process."""

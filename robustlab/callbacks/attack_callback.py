@@ -14,7 +14,7 @@ from robustlab.errors import RobustlabError
 from robustlab.metrics import AAB, AAW, CA, MR, AttackMetric
 from robustlab.metrics.computation_cost import CC
 from robustlab.metrics.functional import attack_success, classification_accuracy, misclassification_ratio
-from robustlab.utils import eval_mode, synced_states
+from robustlab.utils import eval_mode, step_logits, synced_states
 
 STAGES = {"validate": "val", "test": "test"}
 #: The report key of an attack's robust accuracy, by ``Attack.kind`` (comprehensive paper, Sec. III-B-1).
@@ -102,10 +102,7 @@ class AttackCallback(L.Callback):
         seeds = idx.long() + (self.seed << 32)
         last = {"x": x, "y": y, "idx": idx, "adv": {}, "success": {}}
         with eval_mode(pl_module):
-            clean_logits = outputs.get("logits") if isinstance(outputs, dict) else None
-            if clean_logits is None:   # a LightningModule whose eval step does not return its logits
-                with torch.no_grad():
-                    clean_logits = pl_module(x)
+            clean_logits = step_logits(pl_module, outputs, x)
             clean = clean_logits.argmax(1)
             metrics["clean"].update(clean, y)
             robust = clean == y

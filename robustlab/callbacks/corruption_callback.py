@@ -6,7 +6,7 @@ from tqdm.auto import tqdm
 
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
-from robustlab.utils import eval_mode
+from robustlab.utils import eval_mode, step_logits
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -72,8 +72,9 @@ class CorruptionCallback(L.Callback):
         if self.progress and trainer.is_global_zero:
             self._bar = tqdm(total=sum(trainer.num_test_batches), desc="corruptions", leave=True, dynamic_ncols=True)
 
-    def _both(self, pl_module, x):
-        preds = self._predict(pl_module, x)
+    def _both(self, pl_module, x, logits=None):
+        """Predictions of the model (from ``logits`` if given) and of the baseline (None without one)."""
+        preds = self._predict(pl_module, x) if logits is None else logits.argmax(1)
         base = self._predict(self.baseline, x) if self.baseline is not None else None
         return preds, base
 
@@ -83,7 +84,7 @@ class CorruptionCallback(L.Callback):
         work = _resized(x, (max(32, size[0]), max(32, size[1])))
         seeds = idx.long() + (self.seed << 32)
         with eval_mode(pl_module):
-            preds, base = self._both(pl_module, x)
+            preds, base = self._both(pl_module, x, step_logits(pl_module, outputs, x))
             self.ce.update(preds, y, baseline_preds=base)
             for k, name in enumerate(self.corruptions):
                 for s in self.severities:

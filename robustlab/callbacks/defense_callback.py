@@ -8,7 +8,7 @@ from torch import nn
 from robustlab.checkpoint import load_model
 from robustlab.errors import RobustlabError
 from robustlab.metrics import CAV, CCV, COS, CRR, CSR
-from robustlab.utils import eval_mode, synced_states
+from robustlab.utils import eval_mode, step_logits, synced_states
 
 
 class DefenseUtilityCallback(L.Callback):
@@ -41,7 +41,7 @@ class DefenseUtilityCallback(L.Callback):
             return
         x, y = batch[0], batch[1]
         with eval_mode(pl_module), torch.no_grad():
-            logits, baseline_logits = pl_module(x), self.baseline(x)
+            logits, baseline_logits = step_logits(pl_module, outputs, x), self.baseline(x)
         for metric in self.metrics.values():
             metric.update(logits, baseline_logits, y)
 
