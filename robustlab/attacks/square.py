@@ -5,7 +5,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count, check_eps, check_norm, lp_norm, margin, per_example
+from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, example_generators, lp_norm, margin,
+                                    per_example)
 from robustlab.errors import RobustlabError
 
 
@@ -14,7 +15,7 @@ class _Streams:
     example seed: each example's sequence depends only on its seed, whatever the batch."""
 
     def __init__(self, seeds: torch.Tensor | None, n: int, device, chunk: int = 128):
-        self.gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
+        self.gens = None if seeds is None else example_generators(seeds, n)
         self.n, self.device, self.chunk = n, device, chunk
         self.buffer, self.pos = None, 0
 
