@@ -3,10 +3,15 @@
 The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then 32 KiB blocks
 of chunks, each with a 7-byte header (crc32, little-endian length, type: 1 full, 2 first,
 3 middle, 4 last). Used by the tests only; W&B itself syncs these files with `wandb sync`.
+W&B's service process may still be writing the file when ``finish()`` returns, so ``logged`` waits
+for the run's closing ``exit`` record.
 """
 import json
 import struct
+import time
 from pathlib import Path
+
+from google.protobuf.message import DecodeError
 
 from wandb.proto import wandb_internal_pb2
 
@@ -14,6 +19,7 @@ BLOCK = 32768
 
 
 def read_records(path: Path) -> list:
+    """Every complete record; a chunk cut short by a writer still at work ends the list."""
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B", "not a W&B run file"
     records, pending, pos = [], b"", 7
@@ -24,21 +30,37 @@ def read_records(path: Path) -> list:
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         chunk = data[pos + 7:pos + 7 + length]
+        if len(chunk) < length:
+            break
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
+            try:
+                record.ParseFromString(pending)
+            except DecodeError:
+                break
             records.append(record)
     return records
+
+
+def finished_records(path: Path, timeout: float = 60.0) -> list:
+    """The run's records once its ``exit`` record is on disk."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
+        time.sleep(0.2)
 
 
 def logged(path: Path) -> tuple[dict, dict, dict]:
     """(config, summary, last value of every history key) of an offline run file."""
     config, summary, history = {}, {}, {}
-    for record in read_records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "config":
             config.update({u.key: json.loads(u.value_json) for u in record.config.update})
