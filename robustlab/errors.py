@@ -6,3 +6,4 @@ class RobustlabError(ValueError):
 
     def __init__(self, problem: str, fix: str):
         super().__init__(f"{problem}; fix: {fix}")
+        self.problem, self.fix = problem, fix

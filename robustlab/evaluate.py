@@ -5,10 +5,11 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
 from robustlab.attacks.adaptive import EOT_SAMPLES, adapt
 from robustlab.callbacks import AttackCallback, DetectionCallback
-from robustlab.checkpoint import META_KEY, build_model, read_checkpoint
+from robustlab.checkpoint import META_KEY, build_model, load_model, read_checkpoint
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.tasks import check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_metrics, make_trainer, plain, say, write_json
@@ -37,9 +38,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     attack_callback = AttackCallback(attacks, stages=("test",), seed=cfg.seed,
                                      progress=cfg.get("progress", True), metrics=make_metrics(cfg.get("metric")),
                                      save_adv=Path(cfg.paths.output_dir) / "adv" if cfg.get("save_adv") else None)
-    if cfg.get("baseline"):
-        read_checkpoint(cfg.baseline)
-    evaluations = {name: instantiate(node) for name, node in (cfg.get("evaluations") or {}).items() if node is not None}
+    baseline = {"baseline": _baseline(cfg.baseline, datamodule)} if cfg.get("baseline") else {}
+    evaluations = {name: instantiate(node, **(baseline if "baseline" in node else {}))
+                   for name, node in (cfg.get("evaluations") or {}).items() if node is not None}
     if hasattr(net, "detect"):
         evaluations.setdefault("detection", DetectionCallback())
     loggers = make_loggers(cfg.get("logger"))
@@ -61,6 +62,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     finish(loggers)
     say(trainer, _summary(report, report_path))
     return report
+
+
+def _baseline(path: str, datamodule) -> nn.Module:
+    """The baseline model of ``path``, read once for every callback that compares against it."""
+    model = load_model(path)
+    try:
+        check_compatible(model, datamodule)
+    except RobustlabError as error:
+        raise RobustlabError(f"baseline={path}: {error.problem}",
+                             f"give baseline= a checkpoint trained on {datamodule.name}") from None
+    return model
 
 
 def _summary(report: dict, path: Path) -> str:

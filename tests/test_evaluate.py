@@ -174,3 +174,19 @@ def test_defense_suite_without_baseline_is_a_one_line_error(pgd_at_run, tmp_path
         evaluate(make_cfg("eval", tmp_path, [f"ckpt={pgd_at_run[0]['checkpoint']}", "suite=defense", "attack=[]",
                                              "logger=none"]))
     assert "fix: add baseline=PATH" in str(robustlab_cause(info.value))
+
+
+def test_baseline_for_other_data_is_a_one_line_error(pgd_at_run, tmp_path):
+    from robustlab.checkpoint import META_KEY
+    from robustlab.cli import robustlab_cause
+    from robustlab.models import MNISTCNN
+
+    ckpt = torch.load(pgd_at_run[0]["checkpoint"], map_location="cpu", weights_only=True)
+    ckpt[META_KEY]["model"]["num_classes"] = 5
+    ckpt["state_dict"] = {f"model.{k}": v for k, v in MNISTCNN(num_classes=5).state_dict().items()}
+    torch.save(ckpt, tmp_path / "five.ckpt")
+    with pytest.raises(Exception) as info:
+        evaluate(make_cfg("eval", tmp_path, [f"ckpt={pgd_at_run[0]['checkpoint']}", "suite=defense", "attack=[]",
+                                             "logger=none", f"baseline={tmp_path / 'five.ckpt'}"]))
+    message = str(robustlab_cause(info.value))
+    assert "\n" not in message and "5 classes" in message and "fix: give baseline= a checkpoint trained on" in message

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustlab.checkpoint import load_model
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
 from robustlab.utils import eval_mode, step_logits
@@ -52,13 +53,8 @@ class CorruptionCallback(L.Callback):
     def _load_baseline(self, device) -> None:
         if self.baseline_source is None:
             return
-        if isinstance(self.baseline_source, nn.Module):
-            self.baseline = self.baseline_source
-        else:
-            import robustlab
-
-            self.baseline = robustlab.load_model(str(self.baseline_source))
-        self.baseline = self.baseline.to(device).eval()
+        source = self.baseline_source
+        self.baseline = (source if isinstance(source, nn.Module) else load_model(source)).to(device).eval()
 
     @staticmethod
     def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
