@@ -5,6 +5,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 from torchmetrics import Metric
+from tqdm.auto import tqdm
 
 
 @contextmanager
@@ -17,6 +18,12 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def progress_bar(trainer, desc: str, enabled: bool = True) -> tqdm:
+    """A bar over the test batches, shown on rank zero when ``enabled``; otherwise a no-op bar."""
+    return tqdm(total=sum(trainer.num_test_batches), desc=desc, leave=True, dynamic_ncols=True,
+                disable=not (enabled and trainer.is_global_zero))
 
 
 def step_logits(pl_module: nn.Module, outputs, x: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,11 @@
 import lightning as L
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.checkpoint import load_model
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
-from robustlab.utils import eval_mode, step_logits
+from robustlab.utils import eval_mode, progress_bar, step_logits
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -48,7 +47,6 @@ class CorruptionCallback(L.Callback):
         self.baseline_source, self.baseline = baseline, None
         self.seed, self.frost_textures, self.progress = int(seed), frost_textures, progress
         self.results: dict = {}
-        self._bar = None
 
     def _load_baseline(self, device) -> None:
         if self.baseline_source is None:
@@ -65,8 +63,7 @@ class CorruptionCallback(L.Callback):
         self.ce = MCE(corruptions=self.corruptions, severities=max(self.severities)).to(pl_module.device)
         self.fr = MFR(perturbations=self.perturbations).to(pl_module.device) if self.perturbations else None
         self._load_baseline(pl_module.device)
-        if self.progress and trainer.is_global_zero:
-            self._bar = tqdm(total=sum(trainer.num_test_batches), desc="corruptions", leave=True, dynamic_ncols=True)
+        self._bar = progress_bar(trainer, "corruptions", self.progress)
 
     def _both(self, pl_module, x, logits=None):
         """Predictions of the model (from ``logits`` if given) and of the baseline (None without one)."""
@@ -93,13 +90,10 @@ class CorruptionCallback(L.Callback):
                 preds, base = self._both(pl_module, _resized(seq.flatten(0, 1), size))
                 self.fr.update(preds.view(len(x), -1), name,
                                base.view(len(x), -1) if base is not None else None)
-        if self._bar is not None:
-            self._bar.update(1)
+        self._bar.update(1)
 
     def on_test_epoch_end(self, trainer, pl_module):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._bar.close()
         benchmark = any(c in BENCHMARK for c in self.corruptions)
         with self.ce.sync_context():
             errors = self.ce.errors()

@@ -4,13 +4,12 @@ from collections.abc import Mapping
 
 import lightning as L
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustlab.callbacks.coverage_callback import (adversarial_batch, attack_source, batch_outputs, chosen_layers,
                                                    classifier)
 from robustlab.errors import RobustlabError
 from robustlab.metrics.structure import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
-from robustlab.utils import eval_mode, synced_states
+from robustlab.utils import eval_mode, progress_bar, synced_states
 
 
 def _options(value, name: str) -> dict | None:
@@ -51,7 +50,6 @@ class StructureCallback(L.Callback):
         self.options = {"EBD": _options(ebd, "ebd"), "EBD2": _options(ebd2, "ebd2"), "ENI": _options(eni, "eni")}
         self.seed, self.progress = int(seed), progress
         self.results: dict = {}
-        self._bar = None
 
     def _num_classes(self, trainer, model: nn.Module) -> int:
         n = getattr(model, "num_classes", None) or getattr(trainer.datamodule, "num_classes", None)
@@ -81,8 +79,7 @@ class StructureCallback(L.Callback):
         if opts["ENI"] is not None:
             metrics["ENI"] = ENI(**opts["ENI"])
         self.metrics = nn.ModuleDict(metrics).to(pl_module.device)
-        if self.progress and trainer.is_global_zero:
-            self._bar = tqdm(total=sum(trainer.num_test_batches), desc="structure", leave=True, dynamic_ncols=True)
+        self._bar = progress_bar(trainer, "structure", self.progress)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         x, y, idx = batch[0], batch[1], batch[2]
@@ -101,13 +98,10 @@ class StructureCallback(L.Callback):
                 m["EBD2"].update(self.model, x, y, seeds)
             if "ENI" in m:
                 m["ENI"].update(self.model, x, y, seeds, clean_logits=clean_logits)
-        if self._bar is not None:
-            self._bar.update(1)
+        self._bar.update(1)
 
     def on_test_epoch_end(self, trainer, pl_module):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._bar.close()
         m = self.metrics
         counts = synced_states(m["NeuronUncertainty"])["count"]
         results = {"NeuronUncertainty": _floats(m["NeuronUncertainty"].compute()),
