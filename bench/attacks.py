@@ -1,10 +1,10 @@
 """Time robustlab attacks against torchattacks on one model, batch and device, in one run.
 
-    python bench/attacks.py [--batch 200] [--repeats 5] [--device cpu] [--aa-batch 100] [--aa-repeats 3]
+    python bench/attacks.py [--batch 200] [--repeats 9] [--device cpu] [--aa-batch 100] [--aa-repeats 3]
 
 Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0;
 AutoAttack <= 0.8), and PGD-k against k bare forward+backward passes of the model (goal <= 1.15).
-Runs are interleaved and the median of ``--repeats`` is reported to damp noise on shared machines.
+Runs are interleaved, in alternating order, and the median of ``--repeats`` is reported to damp noise.
 The PGD and CW rows use an (untrained) DEEPSEC MNIST CNN on random images: their timings do not
 depend on the weights except through CW early stopping (see the rows). The AutoAttack row needs
 points that stay robust, so it uses the same CNN trained for ``--aa-epochs`` on MNIST-5k and the
@@ -36,6 +36,11 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - start
 
 
+def _order(repeat: int) -> tuple[int, int]:
+    """Ours first on even repeats, torchattacks first on odd ones, so neither side always runs second."""
+    return (0, 1) if repeat % 2 == 0 else (1, 0)
+
+
 def _trained_model(epochs: int, device) -> torch.nn.Module:
     """The DEEPSEC MNIST CNN after ``epochs`` of Adam on the MNIST-5k training images."""
     train = MNIST5k().load("train")
@@ -64,7 +69,7 @@ def _autoattack_pair(model, x, y, eps: float, queries: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--cw-steps", type=int, default=50)
     parser.add_argument("--aa-batch", type=int, default=100)
@@ -104,20 +109,20 @@ def main() -> None:
     floor = []
     for fn in (bare_passes, *[f for pair in runs.values() for f in pair]):
         fn()  # warm-up
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         floor.append(_timed(bare_passes, sync))
-        for name, (ours, theirs) in runs.items():
-            times[name][0].append(_timed(ours, sync))
-            times[name][1].append(_timed(theirs, sync))
+        for name, pair in runs.items():
+            for side in _order(r):
+                times[name][side].append(_timed(pair[side], sync))
     aa_model = _trained_model(args.aa_epochs, device)
     test = MNIST5k().load("test")
     pick = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))[:args.aa_batch]
     x_aa, y_aa = test.x[pick].to(device), torch.as_tensor(test.y[pick]).to(device)
     aa = _autoattack_pair(aa_model, x_aa, y_aa, 0.1, args.aa_queries)
     times["autoattack"] = ([], [])
-    for _ in range(args.aa_repeats):
-        times["autoattack"][0].append(_timed(aa[0], sync))
-        times["autoattack"][1].append(_timed(aa[1], sync))
+    for r in range(args.aa_repeats):
+        for side in _order(r):
+            times["autoattack"][side].append(_timed(aa[side], sync))
     print(f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
     print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")
