@@ -1,17 +1,16 @@
 """Read an offline W&B run file (``run-*.wandb``) back into its protobuf records.
 
 The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then 32 KiB blocks
-of chunks, each with a 7-byte header (crc32, little-endian length, type: 1 full, 2 first,
-3 middle, 4 last). Used by the tests only; W&B itself syncs these files with `wandb sync`.
-W&B's service process may still be writing the file when ``finish()`` returns, so ``logged`` waits
-for the run's closing ``exit`` record.
+of chunks, each with a 7-byte header (CRC-32 of type and data, little-endian length, type: 1 full,
+2 first, 3 middle, 4 last). Used by the tests only; W&B itself syncs these files with `wandb sync`.
+W&B's service process, not the caller of ``finish()``, writes the file, so ``logged`` waits for the
+run's closing ``exit`` record.
 """
 import json
 import struct
 import time
+import zlib
 from pathlib import Path
-
-from google.protobuf.message import DecodeError
 
 from wandb.proto import wandb_internal_pb2
 
@@ -19,7 +18,7 @@ BLOCK = 32768
 
 
 def read_records(path: Path) -> list:
-    """Every complete record; a chunk cut short by a writer still at work ends the list."""
+    """Every record up to the first chunk not (yet) fully on disk, which fails its CRC."""
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B", "not a W&B run file"
     records, pending, pos = [], b"", 7
@@ -28,9 +27,9 @@ def read_records(path: Path) -> list:
         if left_in_block < 7:
             pos += left_in_block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
         chunk = data[pos + 7:pos + 7 + length]
-        if len(chunk) < length:
+        if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
             break
         pos += 7 + length
         if kind == 0 and length == 0:
@@ -38,10 +37,7 @@ def read_records(path: Path) -> list:
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
-            try:
-                record.ParseFromString(pending)
-            except DecodeError:
-                break
+            record.ParseFromString(pending)
             records.append(record)
     return records
 
