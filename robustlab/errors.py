@@ -7,3 +7,7 @@ class RobustlabError(ValueError):
     def __init__(self, problem: str, fix: str):
         super().__init__(f"{problem}; fix: {fix}")
         self.problem, self.fix = problem, fix
+
+    def __reduce__(self):
+        """Pickle by problem and fix, so the error crosses process boundaries (spawned DDP ranks)."""
+        return type(self), (self.problem, self.fix)
