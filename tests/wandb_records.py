@@ -32,8 +32,6 @@ def read_records(path: Path) -> list:
         if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
             break
         pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
         pending = chunk if kind in (1, 2) else pending + chunk
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
