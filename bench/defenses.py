@@ -65,7 +65,8 @@ def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float
 
 def defense_table(args, out: Path) -> None:
     test = MNIST5k().load("test")
-    x, y, seeds = test.x[:args.test_size], test.y[:args.test_size], torch.arange(min(args.test_size, len(test.y)))
+    x, y = test.x[:args.test_size], test.y[:args.test_size]
+    seeds = torch.arange(len(y))
     pgd = PGD(eps=0.3, step=0.01, steps=40, random_start=True)
     square = Square(eps=0.3, n_queries=args.queries)
     print(f"MNIST-5k, MNIST CNN, {args.epochs} epoch(s) on {args.train_size or 3500} images each; "

@@ -34,5 +34,5 @@ def mnist_test_batch():
     from robustlab.data import MNIST5k
 
     test = MNIST5k().load("test")
-    idx = torch.tensor([r * 10 + c for c in range(10) for r in range(20)])
+    idx = torch.cat([torch.nonzero(test.y == c)[:20, 0] for c in range(10)])
     return test.x[idx], test.y[idx]

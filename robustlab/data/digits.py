@@ -20,8 +20,8 @@ class Digits(ImageDataModule):
         from sklearn.datasets import load_digits
 
         x, y = load_digits(return_X_y=True)
-        keep = class_tail_split(y, 30, split)
-        images = torch.tensor(x[keep] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
+        rows = class_tail_split(y, 30, split)
+        images = torch.tensor(x[rows] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
         if self.image_size != 8:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
-        return TensorPairs(images.clamp(0, 1), y[keep])
+        return TensorPairs(images.clamp(0, 1), y[rows])

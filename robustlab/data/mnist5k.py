@@ -15,9 +15,9 @@ class MNIST5k(ImageDataModule):
 
     def load(self, split: str) -> TensorPairs:
         x, y = _mnist_data()
-        keep = class_tail_split(y, 100, split)
-        images = torch.tensor(x[keep] / 255.0, dtype=torch.float32).view(-1, 1, 28, 28)
-        return TensorPairs(images, y[keep])
+        rows = class_tail_split(y, 100, split)
+        images = torch.tensor(x[rows] / 255.0, dtype=torch.float32).view(-1, 1, 28, 28)
+        return TensorPairs(images, y[rows])
 
 
 @lru_cache(maxsize=1)
