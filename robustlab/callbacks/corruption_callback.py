@@ -3,7 +3,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from robustlab.checkpoint import load_model
+from robustlab.checkpoint import model_on
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.metrics import MCE, MFR
 from robustlab.utils import eval_mode, progress_bar, step_logits
@@ -48,12 +48,6 @@ class CorruptionCallback(L.Callback):
         self.seed, self.frost_textures, self.progress = int(seed), frost_textures, progress
         self.results: dict = {}
 
-    def _load_baseline(self, device) -> None:
-        if self.baseline_source is None:
-            return
-        source = self.baseline_source
-        self.baseline = (source if isinstance(source, nn.Module) else load_model(source)).to(device).eval()
-
     @staticmethod
     def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -62,7 +56,8 @@ class CorruptionCallback(L.Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         self.ce = MCE(corruptions=self.corruptions, severities=max(self.severities)).to(pl_module.device)
         self.fr = MFR(perturbations=self.perturbations).to(pl_module.device) if self.perturbations else None
-        self._load_baseline(pl_module.device)
+        if self.baseline_source is not None:
+            self.baseline = model_on(self.baseline_source, pl_module.device)
         self._bar = progress_bar(trainer, "corruptions", self.progress)
 
     def _both(self, pl_module, x, logits=None):

@@ -5,7 +5,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from robustlab.checkpoint import load_model
+from robustlab.checkpoint import model_on
 from robustlab.errors import RobustlabError
 from robustlab.metrics import CAV, CCV, COS, CRR, CSR
 from robustlab.utils import eval_mode, step_logits, synced_states
@@ -30,9 +30,7 @@ class DefenseUtilityCallback(L.Callback):
     def on_test_epoch_start(self, trainer, pl_module):
         if not self.active:
             return
-        source = self.baseline_source
-        model = source if isinstance(source, nn.Module) else load_model(source)
-        self.baseline = model.to(pl_module.device).eval()
+        self.baseline = model_on(self.baseline_source, pl_module.device)
         self.metrics = nn.ModuleDict({"CAV": CAV(), "CRR": CRR(), "CSR": CSR(), "CCV": CCV(), "COS": COS()})
         self.metrics.to(pl_module.device)
 
