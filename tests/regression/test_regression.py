@@ -1,0 +1,56 @@
+"""The evaluation engine must not change a number: every case of :mod:`tests.regression.cases`, evaluated by
+today's code on the committed fixture checkpoints, gives the committed report (written before the engine was
+rebuilt), timings aside. Allowed differences are named in :data:`CHANGED`, each with the issue that asks for it."""
+import json
+import math
+import shutil
+
+import pytest
+
+from robustlab.evaluate import evaluate
+from tests.helpers import make_cfg
+from tests.regression.cases import FIXTURES, REPORTS, cases
+
+#: Keys that legitimately differ between runs or machines: timings, paths, reprs.
+IGNORED = {"seconds", "checkpoint", "surrogate", "adaptive", "source"}
+#: ``{case: {dotted key prefix: reason}}``: values under these keys may differ from the committed report.
+CHANGED: dict[str, dict[str, str]] = {}
+
+
+def compare(old, new, path: str, changed: dict[str, str], problems: list[str]) -> None:
+    """Append to ``problems`` every key of ``old`` missing from ``new`` and every differing value."""
+    if any(path == key or path.startswith(key + ".") for key in changed):
+        return
+    if isinstance(old, dict):
+        if not isinstance(new, dict):
+            problems.append(f"{path}: {old!r} became {new!r}")
+            return
+        for key, value in old.items():
+            if key in IGNORED:
+                continue
+            if key not in new:
+                problems.append(f"{path}.{key}: missing")
+            else:
+                compare(value, new[key], f"{path}.{key}", changed, problems)
+    elif isinstance(old, float) and math.isnan(old):
+        if not (isinstance(new, float) and math.isnan(new)):
+            problems.append(f"{path}: nan became {new!r}")
+    elif old != new or type(old) is not type(new):
+        problems.append(f"{path}: {old!r} became {new!r}")
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory):
+    """A copy of the fixture checkpoints (evaluation may cache a coverage profile next to one)."""
+    root = tmp_path_factory.mktemp("regression") / "fixtures"
+    shutil.copytree(FIXTURES, root)
+    return root
+
+
+@pytest.mark.parametrize("case", sorted(cases()))
+def test_report_numbers_unchanged(case, fixtures, tmp_path):
+    old = json.loads((REPORTS / f"{case}.json").read_text())
+    new = json.loads(json.dumps(evaluate(make_cfg("eval", tmp_path, cases(fixtures)[case]))))
+    problems: list[str] = []
+    compare(old, new, "report", {f"report.{k}": v for k, v in CHANGED.get(case, {}).items()}, problems)
+    assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:40])
