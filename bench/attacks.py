@@ -13,27 +13,16 @@ settings on both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Squar
 with the schedule rescaled to the budget.
 """
 import argparse
-import os
-import sys
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 import torchattacks
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from robustlab.attacks import APGD, APGDT, CW2, FABT, PGD, AutoAttack, Square  # noqa: E402
-from robustlab.data import MNIST5k  # noqa: E402
-from robustlab.models.mnist_cnn import MNISTCNN  # noqa: E402
-
-
-def _timed(fn, sync) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - start
+from robustlab.attacks import APGD, APGDT, CW2, FABT, PGD, AutoAttack, Square
+from robustlab.data import MNIST5k
+from robustlab.models.mnist_cnn import MNISTCNN
+from robustlab.utils import timed
 
 
 def _order(repeat: int) -> tuple[int, int]:
@@ -79,7 +68,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model = MNISTCNN().to(device).eval()
     x = torch.rand(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -110,10 +98,10 @@ def main() -> None:
     for fn in (bare_passes, *[f for pair in runs.values() for f in pair]):
         fn()  # warm-up
     for r in range(args.repeats):
-        floor.append(_timed(bare_passes, sync))
+        floor.append(timed(bare_passes, device))
         for name, pair in runs.items():
             for side in _order(r):
-                times[name][side].append(_timed(pair[side], sync))
+                times[name][side].append(timed(pair[side], device))
     aa_model = _trained_model(args.aa_epochs, device)
     test = MNIST5k().load("test")
     pick = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))[:args.aa_batch]
@@ -122,7 +110,7 @@ def main() -> None:
     times["autoattack"] = ([], [])
     for r in range(args.aa_repeats):
         for side in _order(r):
-            times["autoattack"][side].append(_timed(aa[side], sync))
+            times["autoattack"][side].append(timed(aa[side], device))
     print(f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
           f"threads {torch.get_num_threads()}, median of {args.repeats}")
     print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")

@@ -10,13 +10,13 @@ Both libraries run with their default thread counts (torch's and OpenCV's, the r
 library: one per core); ``--threads N`` sets both to N (``--threads 1``: a single-core comparison).
 """
 import argparse
-import time
 import warnings
 
 import numpy as np
 import torch
 
 from robustlab.corruptions import CORRUPTIONS, corrupt
+from robustlab.utils import timed as timed_call
 
 
 def images(n: int, seed: int = 0) -> torch.Tensor:
@@ -27,10 +27,9 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 def timed(fn) -> float:
+    """:func:`robustlab.utils.timed` with the reference's NumPy randomness reseeded first."""
     np.random.seed(0)
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return timed_call(fn)
 
 
 def main() -> None:

@@ -19,48 +19,36 @@ mode, forward/backward on them, Adam step, same data loader), interleaved, media
 import argparse
 import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+import robustlab
+from robustlab.attacks import PGD, Square
+from robustlab.cli import compose_config
+from robustlab.data import MNIST5k
+from robustlab.train import train
+from robustlab.utils import timed
 
-import robustlab  # noqa: E402
-from robustlab.attacks import PGD, Square  # noqa: E402
-from robustlab.data import MNIST5k  # noqa: E402
-from robustlab.train import train  # noqa: E402
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFENSES = ["standard", "pgd_at", "trades", "fgsm_at", "distillation", "igr"]
-
-
-def compose_train(overrides: list[str]):
-    """The ``train`` config as ``python train.py <overrides>`` would compose it."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
 
 
 def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float, float]:
     """Share of samples correct both clean and under ``attack``, and the attack's seconds."""
-    robust, start = 0, time.perf_counter()
-    for i in range(0, len(x), batch):
-        xb, yb, sb = x[i:i + batch], y[i:i + batch], seeds[i:i + batch]
-        x_adv = attack(model, xb, yb, seeds=sb)
-        with torch.no_grad():
-            robust += int(((model(xb).argmax(1) == yb) & (model(x_adv).argmax(1) == yb)).sum())
-    return robust / len(x), time.perf_counter() - start
+    robust = 0
+
+    def run():
+        nonlocal robust
+        for i in range(0, len(x), batch):
+            xb, yb, sb = x[i:i + batch], y[i:i + batch], seeds[i:i + batch]
+            result = attack.run(model, xb, yb, seeds=sb)
+            robust += int(((model(xb).argmax(1) == yb) & (result.logits.argmax(1) == yb)).sum())
+
+    seconds = timed(run)
+    return robust / len(x), seconds
 
 
 def defense_table(args, out: Path) -> None:
@@ -78,9 +66,8 @@ def defense_table(args, out: Path) -> None:
                      f"paths.output_dir={out / name}"]
         if args.train_size:
             overrides.append(f"data.train_size={args.train_size}")
-        start = time.perf_counter()
-        summary = train(compose_train(overrides))
-        seconds = time.perf_counter() - start
+        summary = {}
+        seconds = timed(lambda: summary.update(train(compose_config("train", overrides))))
         model = robustlab.load_model(summary["checkpoint"])
         with torch.no_grad():
             clean = (model(x).argmax(1) == y).float().mean().item()
@@ -95,7 +82,7 @@ def overhead(args) -> None:
 
     from robustlab.defenses import PGDAdversarialTraining
 
-    cfg = compose_train(["defense=pgd_at", "logger=none", "attack=[]", "trainer.max_epochs=1",
+    cfg = compose_config("train", ["defense=pgd_at", "logger=none", "attack=[]", "trainer.max_epochs=1",
                          "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
                          *([f"data.train_size={args.train_size}"] if args.train_size else [])])
     datamodule = instantiate(cfg.data)
@@ -107,26 +94,26 @@ def overhead(args) -> None:
         assert isinstance(module, PGDAdversarialTraining)
         trainer = instantiate(cfg.trainer, limit_val_batches=0, logger=False, enable_checkpointing=False,
                               callbacks=[])
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
-        return time.perf_counter() - start
+        return timed(lambda: trainer.fit(module, train_dataloaders=datamodule.train_dataloader()))
 
     def plain_epoch() -> float:
         L.seed_everything(0, verbose=False)
         model = instantiate(cfg.model)
         optimizer = instantiate(cfg.optimizer)(params=model.parameters())
         attack = instantiate(cfg.defense.attack)
-        start = time.perf_counter()
-        model.train()
-        for x, y, _ in datamodule.train_dataloader():
-            model.eval()
-            x_adv = attack(model, x, y)
+
+        def epoch():
             model.train()
-            loss = F.cross_entropy(model(x_adv), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        return time.perf_counter() - start
+            for x, y, _ in datamodule.train_dataloader():
+                model.eval()
+                x_adv = attack(model, x, y)
+                model.train()
+                loss = F.cross_entropy(model(x_adv), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+
+        return timed(epoch)
 
     lightning_epoch(), plain_epoch()  # warm-up
     ours, plain = [], []

@@ -27,16 +27,14 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from robustlab.evaluate import evaluate  # noqa: E402
-from robustlab.train import train  # noqa: E402
+from robustlab.cli import CONFIG_DIR, compose_config
+from robustlab.evaluate import evaluate
+from robustlab.train import train
+from robustlab.utils import timed
 
 METRICS = "metric=[acac,actc,aldp,ass,psd,nte,rgb,ric]"
 NO_EXTRA = ["evaluations.corruption=null", "evaluations.defense=null"]
@@ -54,26 +52,14 @@ RUNS = {  # name: overrides on top of PGD-10 with robust accuracy only
 
 
 def compose(name: str, out: str, overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = hydra_compose(config_name=name, overrides=[f"paths.output_dir={out}", "logger=none", *overrides],
-                            return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    return compose_config(name, [f"paths.output_dir={out}", "logger=none", *overrides])
 
 
 def timed_eval(ckpt: str, n: int, overrides: list[str]) -> float:
     base = ["attack=[pgd_linf]", "attack.pgd_linf.steps=10", "progress=false", f"data.test_size={n}", f"ckpt={ckpt}"]
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
         cfg = compose("eval", out, [*base, *overrides])
-        start = time.perf_counter()
-        evaluate(cfg)
-        return time.perf_counter() - start
+        return timed(lambda: evaluate(cfg))
 
 
 def stream_rss(ckpt: str, n: int, suite: bool) -> tuple[int, int]:
@@ -91,7 +77,7 @@ def stream_rss(ckpt: str, n: int, suite: bool) -> tuple[int, int]:
     layers = select_layers(model)
     profile = NeuronProfile.load(profile_path(ckpt)).restrict(layers)
     coverage = [KMNCov(profile, 10), NBCov(profile), SNACov(profile), TKNCov(profile, 2)]
-    aue = [instantiate(node) for f in sorted((ROOT / "configs/metric").glob("*.yaml"))
+    aue = [instantiate(node) for f in sorted((CONFIG_DIR / "metric").glob("*.yaml"))
            for node in OmegaConf.load(f).values()] if suite else []
     eni, sens, unc = ENI(eps=0.3, samples=10), NeuronSensitivity(list(layers)), NeuronUncertainty(list(layers))
     data = MNIST5k()

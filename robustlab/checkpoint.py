@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
 from robustlab.errors import RobustlabError
@@ -12,6 +13,7 @@ from robustlab.errors import RobustlabError
 META_KEY = "robustlab"
 MODEL_PREFIX = "model."
 INFERENCE_PREFIX = "inference."
+DATA_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "data"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -31,7 +33,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise RobustlabError(f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
                              "pass a .ckpt written by robustlab's train.py")
+    upgrade(ckpt[META_KEY])
     return ckpt
+
+
+def upgrade(meta: dict[str, Any]) -> None:
+    """Bring the metadata of a checkpoint written by an older ``train.py`` up to date, in place: a data config
+    without a ``family`` and ``threat`` budgets gets those of the data config file of the same ``_target_``."""
+    data = meta.get("data") or {}
+    if "threat" in data and "family" in data:
+        return
+    for path in sorted(DATA_CONFIGS.glob("*.yaml")):
+        node = OmegaConf.load(path)
+        if node.get("_target_") == data.get("_target_"):
+            data.setdefault("family", node.get("family"))
+            data.setdefault("threat", OmegaConf.to_container(node.get("threat")))
+            return
 
 
 def _weights(ckpt: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:

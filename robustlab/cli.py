@@ -5,12 +5,25 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from robustlab.errors import RobustlabError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """``configs/<name>.yaml`` composed with ``overrides`` as ``python <name>.py`` would, for in-process runs
+    (tests, benchmarks, notebooks); ``paths.output_dir`` must be among the overrides."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
 
 
 def fail(message: str) -> None:

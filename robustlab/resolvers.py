@@ -1,22 +1,51 @@
-"""OmegaConf resolvers used by the configs."""
+"""OmegaConf resolvers used by the configs: the data's threat budgets and its family's default settings.
+
+Every data config states its ``threat`` budgets (eps per norm and the conventional step sizes) and its
+``family``; attack and defense configs read them, so a new dataset is one data file:
+
+* ``${budget:linf}``: the data's ``threat.linf`` (``${budget:linf,1.25}``: 1.25 times it);
+* ``${mnist_cifar:a,b}``: ``a`` for MNIST-like data (grayscale digits), ``b`` for every other family (natural
+  images: CIFAR-10, SVHN, ImageNet-size data, a user's folder) -- the papers' per-family settings that are not
+  budgets (step counts, defense hyper-parameters).
+
+Evaluation resolves them against the checkpoint's own data config.
+"""
 from typing import Any
 
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from robustlab.errors import RobustlabError
 
+FAMILIES = ("mnist", "cifar", "imagenet")
+BUDGETS = ("linf", "l2", "l1", "linf_step", "l2_step", "l1_step", "deepsec_linf", "deepsec_linf_step")
+
+
+def _data(root: DictConfig) -> tuple[Any, str]:
+    data = root.get("data") or {}
+    return data, str(data.get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def budget(key: str, factor: float = 1.0, *, _root_: DictConfig) -> float:
+    """``${budget:key[,factor]}``: ``factor`` times the data config's ``threat.<key>``."""
+    data, name = _data(_root_)
+    value = (data.get("threat") or {}).get(key)
+    if value is None:
+        raise RobustlabError(f"data {name} states no {key} budget",
+                             f"set data.threat.{key}=<value> (a data config lists its budgets under threat: "
+                             f"{', '.join(BUDGETS)}), or the attack's own eps and step on the command line")
+    return float(value) * factor if factor != 1.0 else value
+
 
 def mnist_cifar(mnist_value: Any, cifar_value: Any, *, _root_: DictConfig) -> Any:
-    """``${mnist_cifar:a,b}``: ``a`` when the run's data is MNIST-like (grayscale digits: mnist5k,
-    mnist, digits), ``b`` when it is CIFAR-like (colour 32 px: cifar10, svhn). Lets one attack or
-    defense config carry both papers' defaults; evaluation resolves it against the checkpoint's data."""
-    target = _root_.get("data", {}).get("_target_")
-    family = getattr(get_class(target), "threat_family", None) if target else None
-    if family not in ("mnist", "cifar"):
-        raise RobustlabError(f"no MNIST/CIFAR default for data {target!r}",
-                             "set the attack's or defense's eps and step explicitly on the command line")
+    """``${mnist_cifar:a,b}``: ``a`` when the run's data family is ``mnist``, ``b`` for any other family."""
+    data, name = _data(_root_)
+    family = data.get("family")
+    if family is None:
+        raise RobustlabError(f"data {name} states no family for the papers' default settings",
+                             f"set data.family=<{'|'.join(FAMILIES)}>, or the attack's or defense's settings "
+                             "explicitly on the command line")
     return mnist_value if family == "mnist" else cifar_value
 
 
+OmegaConf.register_new_resolver("budget", budget, replace=True)
 OmegaConf.register_new_resolver("mnist_cifar", mnist_cifar, replace=True)

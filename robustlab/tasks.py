@@ -1,7 +1,8 @@
 """Pieces shared by the train and evaluate tasks: instantiation, checks and loggers."""
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from robustlab.attacks.base import Attack
-from robustlab.callbacks import AttackCallback
 from robustlab.data.base import ImageDataModule
 from robustlab.errors import RobustlabError
+from robustlab.evaluation import EvaluationLoop
 from robustlab.metrics.attack_metric import AttackMetric
 from robustlab.models.base import ImageClassifier
 
@@ -56,13 +57,26 @@ def make_loggers(cfg: DictConfig | None) -> list[Logger]:
     return [instantiate(node) for node in (cfg or {}).values() if node is not None]
 
 
-def make_trainer(cfg: DictConfig, attack_callback: AttackCallback, loggers: list[Logger],
-                 extra: Iterable[L.Callback] = ()) -> L.Trainer:
-    if attack_callback.attacks and cfg.trainer.get("inference_mode", True):
+@contextmanager
+def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
+    """The run's loggers (``cfg.logger``), with the resolved config logged at the start (so a crashed run still
+    has it) and every logger finished in a ``finally``: a run that raised is marked failed, never left open."""
+    loggers = make_loggers(cfg.get("logger"))
+    status = "failed"
+    try:
+        log_config(loggers, cfg)
+        yield loggers
+        status = "success"
+    finally:
+        finish(loggers, status)
+
+
+def make_trainer(cfg: DictConfig, loop: EvaluationLoop, loggers: list[Logger]) -> L.Trainer:
+    if loop.attacks and cfg.trainer.get("inference_mode", True):
         raise RobustlabError("attacks need gradients but the trainer runs evaluation under inference mode",
                              "set trainer.inference_mode=false")
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, attack_callback, *extra], logger=loggers or False,
+    return instantiate(cfg.trainer, callbacks=[*callbacks, loop], logger=loggers or False,
                        default_root_dir=cfg.paths.output_dir)
 
 
@@ -80,11 +94,11 @@ def log_run_info(loggers: list[Logger], info: dict[str, Any]) -> None:
             logger.experiment.summary.update(info)
 
 
-def finish(loggers: list[Logger]) -> None:
+def finish(loggers: list[Logger], status: str = "success") -> None:
     for logger in loggers:
-        logger.finalize("success")
+        logger.finalize(status)
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
+            logger.experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -10,10 +10,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 import robustlab
-from robustlab.callbacks import AttackCallback
 from robustlab.errors import RobustlabError
-from robustlab.tasks import (check_compatible, finish, log_config, log_run_info, make_attacks, make_loggers, make_trainer, plain,
-                             say, write_json)
+from robustlab.evaluation import AttackEvaluation, EvaluationLoop
+from robustlab.tasks import check_compatible, log_run_info, logged_run, make_attacks, make_trainer, plain, say, write_json
 
 
 def _choice(group: str) -> str | None:
@@ -63,8 +62,8 @@ def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
 def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     """Train ``cfg.defense`` on ``cfg.data`` with ``cfg.model``; return the checkpoint path and
     the logged metrics. Writes ``summary.json`` into ``cfg.paths.output_dir``. Prerequisite
-    models (``defense.stages``) are trained first; a defense with an ``after_fit(datamodule)``
-    method (e.g. RC's radius search) gets it called after training, and the checkpoint re-saved."""
+    models (``defense.stages``) are trained first; after training the defense's ``after_fit(datamodule)``
+    runs (e.g. RC's radius search) and, if it changed the model, the checkpoint is saved again."""
     defense = name or _choice("defense") or str(cfg.defense.get("_target_", "defense")).rsplit(".", 1)[-1]
     stages = _train_stages(cfg, defense)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -76,28 +75,26 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     module = instantiate(cfg.defense, net=net, optimizer=optimizer, scheduler=scheduler)
     module.robustlab_meta = {"version": robustlab.__version__, "model": plain(cfg.model), "data": plain(cfg.data),
                              "defense": defense, "seed": int(cfg.seed), **({"stages": stages} if stages else {})}
-    attack_callback = AttackCallback(make_attacks(cfg.get("attack")), seed=cfg.seed, progress=False)
-    loggers = make_loggers(cfg.get("logger"))
-    trainer = make_trainer(cfg, attack_callback, loggers)
-    log_config(loggers, cfg)
-    say(trainer, f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
-                 f"validation attacks: {', '.join(attack_callback.attacks) or 'none'}")
-    trainer.fit(module, datamodule=datamodule)
-    metrics = _scalars(trainer.callback_metrics)
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    ckpt_path = str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
-    if callable(getattr(module, "after_fit", None)):
-        module.after_fit(datamodule)
-        if ckpt_path:
+    attacks = make_attacks(cfg.get("attack"))
+    loop = EvaluationLoop(attacks, {"attacks": AttackEvaluation()}, stages=("validate", "test"), seed=cfg.seed,
+                          progress=False)
+    with logged_run(cfg) as loggers:
+        trainer = make_trainer(cfg, loop, loggers)
+        say(trainer, f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
+                     f"validation attacks: {', '.join(attacks) or 'none'}")
+        trainer.fit(module, datamodule=datamodule)
+        metrics = _scalars(trainer.callback_metrics)
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        ckpt_path = str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
+        if module.after_fit(datamodule) and ckpt_path:
             trainer.save_checkpoint(ckpt_path)
-    if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule)
-        metrics.update(_scalars(trainer.callback_metrics))
-    summary = {"checkpoint": ckpt_path, "defense": defense, "stages": stages, "metrics": metrics,
-               "test": attack_callback.results.get("test")}
-    if trainer.is_global_zero:
-        log_run_info(loggers, {"checkpoint": ckpt_path})
-        write_json(Path(cfg.paths.output_dir) / "summary.json", summary)
-    finish(loggers)
+        if cfg.get("test"):
+            trainer.test(module, datamodule=datamodule)
+            metrics.update(_scalars(trainer.callback_metrics))
+        summary = {"checkpoint": ckpt_path, "defense": defense, "stages": stages, "metrics": metrics,
+                   "test": loop.results.get("test")}
+        if trainer.is_global_zero:
+            log_run_info(loggers, {"checkpoint": ckpt_path})
+            write_json(Path(cfg.paths.output_dir) / "summary.json", summary)
     say(trainer, f"checkpoint: {ckpt_path}")
     return summary

@@ -1,11 +1,11 @@
-"""Small helpers shared by defenses and callbacks."""
+"""Small helpers shared by attacks, defenses, evaluations and the benchmarks."""
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torchmetrics import Metric
-from tqdm.auto import tqdm
 
 
 @contextmanager
@@ -20,20 +20,19 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def progress_bar(trainer, desc: str, enabled: bool = True) -> tqdm:
-    """A bar over the test batches, shown on rank zero when ``enabled``; otherwise a no-op bar."""
-    return tqdm(total=sum(trainer.num_test_batches), desc=desc, leave=True, dynamic_ncols=True,
-                disable=not (enabled and trainer.is_global_zero))
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for the work queued on a CUDA ``device`` (a no-op elsewhere), so that timings bill it to its caller."""
+    if torch.device(device or "cpu").type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def step_logits(pl_module: nn.Module, outputs, x: torch.Tensor) -> torch.Tensor:
-    """The logits of the evaluation step that produced ``outputs`` (a robustlab module's eval step returns
-    them), or, for a module whose step does not, a fresh forward pass of ``x`` without gradients."""
-    logits = outputs.get("logits") if isinstance(outputs, dict) else None
-    if logits is None:
-        with torch.no_grad():
-            logits = pl_module(x)
-    return logits
+def timed(fn, device: torch.device | str | None = None) -> float:
+    """Wall-clock seconds of ``fn()``, with ``device``'s queued work waited for before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def synced_states(metric: Metric) -> dict[str, torch.Tensor]:

@@ -4,9 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from robustlab.cli import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
@@ -17,13 +15,7 @@ TINY = ["data.train_size=1000", "data.val_size=200", "data.test_size=200", "trai
 
 def make_cfg(name: str, out_dir: Path, overrides: list[str]):
     """Compose ``configs/<name>.yaml`` as the command line would, writing into ``out_dir``."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=[f"paths.output_dir={out_dir}", *overrides],
-                      return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    return compose_config(name, [f"paths.output_dir={out_dir}", *overrides])
 
 
 def run_cli(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

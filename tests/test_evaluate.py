@@ -37,7 +37,7 @@ def _assert_same(one, two, path="report"):
 
 def _numbers(report: dict) -> dict:
     """The report without timings and process counts, which legitimately differ between runs."""
-    drop = {"seconds", "world_size"}
+    drop = {"seconds", "world_size", "timings"}
 
     def strip(node):
         if isinstance(node, dict):

@@ -1,11 +1,8 @@
 """Adaptive attacks on defended models (Athalye et al. 2018): EOT for inference-time randomness,
-BPDA for non-differentiable preprocessing, and :func:`adapt`, which picks them from the model's flags.
-
-Flags a defended model (or any of its submodules) may carry:
-
-* ``randomized = True``: its forward is stochastic at inference -> :class:`EOT`;
-* ``preprocess``: a non-differentiable, shape-preserving ``nn.Module`` the forward applies to the
-  input (``forward(x) == classifier(preprocess(x))``) -> :class:`BPDA`.
+BPDA for non-differentiable preprocessing, and :func:`adapt`, which picks them from what the model declares
+(:class:`~robustlab.models.base.DefendedModel`): a ``randomized`` forward -> :class:`EOT`; ``preprocessors()``,
+non-differentiable, shape-preserving input transforms (``forward(x) == classifier(preprocess(x))``) ->
+:class:`BPDA`.
 """
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +12,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack, Wrapper, check_count
 from robustlab.errors import RobustlabError
+from robustlab.models.base import preprocessors, randomized
 
 #: Samples per gradient for randomised models (AutoAttack's "rand" version uses 20).
 EOT_SAMPLES = 20
@@ -34,8 +32,8 @@ class Expectation(nn.Module):
 
 
 class _Wrapper(Wrapper):
-    def _run(self, model, x, y, seeds, target) -> torch.Tensor:
-        x_adv = self.attack(model, x, y, seeds=seeds, target=target)
+    def _run(self, model, x, y, seeds, target, clean_logits=None) -> torch.Tensor:
+        x_adv = self.attack(model, x, y, seeds=seeds, target=target, clean_logits=clean_logits)
         self.last_iterations, self.last_queries = self.attack.last_iterations, self.attack.last_queries
         return x_adv
 
@@ -80,15 +78,11 @@ def straight_through(transforms: list[nn.Module]) -> Iterator[list[int]]:
             handle.remove()
 
 
-def _preprocessors(model: nn.Module) -> list[nn.Module]:
-    return [m.preprocess for m in model.modules() if isinstance(getattr(m, "preprocess", None), nn.Module)]
-
-
 class BPDA(_Wrapper):
     """Backward Pass Differentiable Approximation (Athalye et al. 2018) with the identity:
     ``attack`` sees the defended model end to end, with ``transform`` (default: every
-    ``preprocess`` module of the model) applied in the forward pass and skipped in the backward
-    pass. Success is decided by the defended model unchanged."""
+    preprocessor the model declares) applied in the forward pass and skipped in the backward
+    pass. The forward values are the defended model's, so the inner attack's logits and success are its."""
 
     name = "bpda"
 
@@ -97,15 +91,17 @@ class BPDA(_Wrapper):
         self.transform = transform
 
     def perturb(self, model, x, y, seeds=None, target=None):
-        transforms = [self.transform] if self.transform is not None else _preprocessors(model)
+        transforms = [self.transform] if self.transform is not None else preprocessors(model)
         if not transforms:
-            raise RobustlabError("BPDA found no transform: the model has no `preprocess` module",
+            raise RobustlabError("BPDA found no transform: the model declares no preprocessors",
                                  "pass BPDA(attack, transform=<the model's non-differentiable module>)")
         with straight_through(transforms) as calls:
-            x_adv = self._run(model, x, y, seeds, target)
+            x_adv = self._run(model, x, y, seeds, target, self._clean)
         if calls[0] == 0:
             raise RobustlabError("BPDA's transform was never called by the model's forward",
                                  "pass a transform module that the model itself applies to its input")
+        self.last_success = self.attack.last_success
+        self.keep_logits(torch.arange(len(x), device=x.device), self.attack.last_logits)
         return x_adv
 
 
@@ -118,15 +114,15 @@ def _layers(attack: Attack) -> set[type]:
 
 
 def adapt(attack: Attack, model: nn.Module, eot_samples: int = EOT_SAMPLES) -> Attack:
-    """``attack`` made adaptive to ``model``'s inference-time defense, read from the flags of the
-    model or its submodules: wrapped in :class:`BPDA` if it has ``preprocess`` modules and in
-    :class:`EOT` over ``eot_samples`` passes if ``randomized`` (unless already so wrapped).
-    Black-box attacks are returned unchanged."""
+    """``attack`` made adaptive to ``model``'s inference-time defense, as the model declares it
+    (:class:`~robustlab.models.base.DefendedModel`): wrapped in :class:`BPDA` if it has preprocessors and in
+    :class:`EOT` over ``eot_samples`` passes if it is randomized (unless already so wrapped). Black-box attacks
+    are returned unchanged."""
     if attack.kind != "whitebox":
         return attack
     present = _layers(attack)
-    if EOT not in present and any(getattr(m, "randomized", False) for m in model.modules()):
+    if EOT not in present and randomized(model):
         attack = EOT(attack, eot_samples)
-    if BPDA not in present and _preprocessors(model):
+    if BPDA not in present and preprocessors(model):
         attack = BPDA(attack)
     return attack

@@ -7,6 +7,8 @@ from torch import nn
 
 from robustlab.attacks.base import Attack, check_count, check_eps, check_norm, lp_norm, per_example, random_like
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 LOSSES = ("ce", "dlr")
 
@@ -49,7 +51,7 @@ def project_l1_box(delta: torch.Tensor, x: torch.Tensor, eps: float, iterations:
 
 def salted(seeds: torch.Tensor | None, salt: int) -> torch.Tensor | None:
     """Per-example seeds for restart / target / stage number ``salt`` (``salt`` 0 keeps them)."""
-    return None if seeds is None or salt == 0 else seeds ^ (salt * 0x9E3779B9)
+    return seeds if seeds is None or salt == 0 else seeds ^ (salt * 0x9E3779B9)
 
 
 class APGD(Attack):
@@ -87,6 +89,10 @@ class APGD(Attack):
             raise RobustlabError("large_reps needs norm='l1' and at least 5 steps", "drop large_reps or fix norm/steps")
         self.loss, self.steps, self.restarts = loss, check_count(steps, "steps"), check_count(restarts, "restarts")
         self.rho, self.eot_iter, self.large_reps = float(rho), check_count(eot_iter, "eot_iter"), bool(large_reps)
+
+    @property
+    def label(self) -> str:
+        return f"apgd-{self.loss}"
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if target is not None:
@@ -131,12 +137,13 @@ class APGD(Attack):
 
     def _run(self, model, x, y, target, x_start, steps: int, eps: float, stop: bool):
         """One APGD run from ``x_start``. Returns the first misclassified iterate per example (or
-        ``x``), the success mask, the iteration of first success (``steps`` if none) and the
-        highest-loss point (the warm start of the next ``large_reps`` stage)."""
+        ``x``), its logits (zero where none), the success mask, the iteration of first success (``steps`` if
+        none) and the highest-loss point (the warm start of the next ``large_reps`` stage)."""
         n, l1 = len(x), self.norm == "l1"
         found_x, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         first = torch.full((n,), steps, dtype=torch.long, device=x.device)
         grad, loss, logits = self._gradient(model, x_start, y, target)
+        found_logits = torch.zeros_like(logits)
         s = {"i": torch.arange(n, device=x.device), "x": x, "y": y, "x_adv": x_start, "x_old": x_start,
              "grad": grad, "x_best": x_start, "grad_best": grad, "loss_best": loss, "last": loss,
              "ups": torch.zeros(n, device=x.device), "loss_check": loss,
@@ -156,10 +163,11 @@ class APGD(Attack):
         k_min, k_decr, counter = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1), 0
         best_x = x_start.clone()
         for it in range(steps + 1):
-            met = logits.argmax(1) != s["y"]
+            progress.step(it, steps)
+            met = goal_met(logits.argmax(1), s["y"])
             if met.any():
                 hit = s["i"][met]
-                found_x[hit], found[hit] = s["x_adv"][met], True
+                found_x[hit], found[hit], found_logits[hit] = s["x_adv"][met], True, logits[met]
                 first[hit] = it
                 if stop:
                     best_x[hit] = s["x_best"][met]
@@ -193,7 +201,7 @@ class APGD(Attack):
             grad, loss, logits = self._gradient(model, x_new, s["y"], s.get("t"))
         if len(s["i"]):
             best_x[s["i"]] = s["x_best"]
-        return found_x, found, first, best_x
+        return found_x, found_logits, found, first, best_x
 
     def _checkpoint(self, s: dict, grad: torch.Tensor, k: int, eps: float) -> torch.Tensor:
         """Step-size rule at a checkpoint; updates ``s`` in place and returns the gradient to use."""
@@ -213,9 +221,9 @@ class APGD(Attack):
         return torch.where(back, s["grad_best"], grad)
 
     def _attack(self, model, x, y, seeds, target):
-        """All restarts (and ``large_reps`` stages) on ``x``; returns found points, mask, iterations."""
+        """All restarts (and ``large_reps`` stages) on ``x``; returns found points, their logits, mask, iterations."""
         n = len(x)
-        out, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+        out, found, out_logits = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device), None
         first = torch.full((n,), self.steps * self.restarts, dtype=torch.long, device=x.device)
         for r in range(self.restarts):
             todo = (~found).nonzero().squeeze(1)
@@ -223,13 +231,17 @@ class APGD(Attack):
                 break
             xs, ys, ts = x[todo], y[todo], None if target is None else target[todo]
             sd = salted(None if seeds is None else seeds[todo], r)
-            if self.large_reps:
-                res = self._large_reps(model, xs, ys, ts, sd)
-            else:
-                res = self._run(model, xs, ys, ts, self._start(xs, sd, self.eps), self.steps, self.eps, True)
-            x_found, ok, it = res[:3]
+            with progress.part(r, self.restarts):
+                if self.large_reps:
+                    res = self._large_reps(model, xs, ys, ts, sd)
+                else:
+                    res = self._run(model, xs, ys, ts, self._start(xs, sd, self.eps), self.steps, self.eps, True)
+            x_found, logits, ok, it = res[:4]
+            if out_logits is None:
+                out_logits = logits.new_zeros(n, logits.shape[1])
             out[todo[ok]], found[todo[ok]], first[todo[ok]] = x_found[ok], True, r * self.steps + it[ok]
-        return out, found, first
+            out_logits[todo[ok]] = logits[ok]
+        return out, out_logits, found, first
 
     def _large_reps(self, model, x, y, target, seeds):
         epss = [3 * self.eps, 2 * self.eps, self.eps]
@@ -238,27 +250,28 @@ class APGD(Attack):
         x_init, done = x + random_like(x, seeds, "normal"), 0
         for j, (eps, steps) in enumerate(zip(epss, iters)):
             x_init = self._project(x_init, x, eps)
-            x_found, ok, it, x_init = self._run(model, x, y, target, x_init, steps, eps, j == len(epss) - 1)
+            x_found, logits, ok, it, x_init = self._run(model, x, y, target, x_init, steps, eps, j == len(epss) - 1)
             done += steps
-        return x_found, ok, it + done - steps
+        return x_found, logits, ok, it + done - steps
 
     def _robust(self, model, x, y):
-        with torch.no_grad():
-            logits = model(x)
+        logits = self.predict_clean(model, x)
         if self.loss == "dlr" and logits.shape[1] < 3:
             raise RobustlabError(f"the DLR loss needs at least 3 classes, the model has {logits.shape[1]}",
                                  "use loss='ce'")
         return logits, logits.argmax(1) == y
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
-        _, robust = self._robust(model, x, y)
+        clean, robust = self._robust(model, x, y)
         idx = robust.nonzero().squeeze(1)
-        x_adv = x.clone()
+        x_adv, logits = x.clone(), clean.clone()
         self.last_success = ~robust
         self.last_iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         if len(idx):
-            out, ok, first = self._attack(model, x[idx], y[idx], None if seeds is None else seeds[idx], None)
+            out, found, ok, first = self._attack(model, x[idx], y[idx], None if seeds is None else seeds[idx], None)
             x_adv[idx], self.last_success[idx], self.last_iterations[idx] = out, ok, first
+            logits[idx[ok]] = found[ok]
+        self.keep_logits(torch.arange(len(x), device=x.device), logits)
         return x_adv
 
 
@@ -270,6 +283,7 @@ class APGDT(APGD):
     ``last_iterations`` counts iterations over all targets and restarts."""
 
     name = "apgdt"
+    label = "apgd-t"
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, n_targets: int = 9,
                  restarts: int = 1, rho: float = 0.75, eot_iter: int = 1, large_reps: bool = False):
@@ -282,15 +296,17 @@ class APGDT(APGD):
             raise RobustlabError(f"the targeted DLR loss needs at least 4 classes, the model has {logits.shape[1]}",
                                  "use APGD with loss='ce'")
         ranked = logits.argsort(1, descending=True)
-        x_adv, done = x.clone(), ~robust
+        x_adv, done, out_logits = x.clone(), ~robust, logits.clone()
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for k in range(1, min(self.n_targets, logits.shape[1] - 1) + 1):
             idx = (~done).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
             sd = salted(None if seeds is None else seeds[idx], 1000 * k)
-            out, ok, first = self._attack(model, x[idx], y[idx], sd, ranked[idx, k])
-            x_adv[idx[ok]], done[idx[ok]] = out[ok], True
+            with progress.part(k - 1, min(self.n_targets, logits.shape[1] - 1)):
+                out, found, ok, first = self._attack(model, x[idx], y[idx], sd, ranked[idx, k])
+            x_adv[idx[ok]], done[idx[ok]], out_logits[idx[ok]] = out[ok], True, found[ok]
             iterations[idx] += first
         self.last_success, self.last_iterations = done, iterations
+        self.keep_logits(torch.arange(len(x), device=x.device), out_logits)
         return x_adv

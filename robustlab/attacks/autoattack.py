@@ -7,6 +7,8 @@ from robustlab.attacks.base import Attack, check_eps, check_norm
 from robustlab.attacks.fab import FABT
 from robustlab.attacks.square import Square
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 VERSIONS = ("standard", "rand", "custom")
 
@@ -50,31 +52,26 @@ class AutoAttack(Attack):
                             APGDT(eps, norm, n_targets=5, large_reps=True)]
         else:
             self.attacks = [APGD(eps, norm, "ce"), APGDT(eps, norm), FABT(eps, norm), Square(eps, norm)]
-        self.stage_names = ["clean"] + [self._label(a) for a in self.attacks]
+        self.stage_names = ["clean"] + [a.label for a in self.attacks]
         self.last_stage: torch.Tensor | None = None
 
-    @staticmethod
-    def _label(attack: Attack) -> str:
-        if isinstance(attack, APGDT):
-            return "apgd-t"
-        return f"apgd-{attack.loss}" if isinstance(attack, APGD) else {"fabt": "fab-t"}.get(attack.name, attack.name)
-
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
-        with torch.no_grad():
-            wrong = model(x).argmax(1) != y
-        stage = torch.where(wrong, 0, -1)
+        logits = self.predict_clean(model, x)
+        stage = torch.where(goal_met(logits.argmax(1), y), 0, -1)
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        x_adv = x.clone()
+        x_adv, logits = x.clone(), logits.clone()
         for j, attack in enumerate(self.attacks, start=1):
             idx = (stage < 0).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            out = attack(model, x[idx], y[idx], seeds=salted(None if seeds is None else seeds[idx], 7 * j))
-            with torch.no_grad():
-                broken = model(out).argmax(1) != y[idx]
-            x_adv[idx[broken]], stage[idx[broken]] = out[broken], j
-            if attack.last_iterations is not None:
-                iterations[idx] += attack.last_iterations.to(iterations)
+            with progress.part(j - 1, len(self.attacks)):
+                out = attack.run(model, x[idx], y[idx], seeds=salted(None if seeds is None else seeds[idx], 7 * j),
+                                 clean_logits=logits[idx])
+            broken = goal_met(out.logits.argmax(1), y[idx])
+            x_adv[idx[broken]], logits[idx[broken]], stage[idx[broken]] = out.x_adv[broken], out.logits[broken], j
+            if out.iterations is not None:
+                iterations[idx] += out.iterations.to(iterations)
         self.last_stage, self.last_iterations = stage, iterations
         self.last_success = stage >= 0
+        self.keep_logits(torch.arange(len(x), device=x.device), logits)
         return x_adv

@@ -1,11 +1,15 @@
 """The attack interface: ``attack(model, x, y, seeds=None, target=None) -> x_adv`` on [0,1] images."""
 import math
+import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab.utils import synchronize
 
 NORMS = ("linf", "l2", "l1")
 #: How a targeted attack picks targets when none are given (DEEPSEC protocol).
@@ -94,13 +98,6 @@ def margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.T
     return other - own if targeted else own - other
 
 
-def goal_met(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Per example, whether ``logits`` meet an attack's goal: predicting ``label`` when targeted
-    (``label`` = the target), anything but ``label`` otherwise."""
-    pred = logits.argmax(1)
-    return pred == label if targeted else pred != label
-
-
 def example_generators(seeds: torch.Tensor | None, n: int) -> list[torch.Generator | None]:
     """One generator per example, seeded by its seed, so each example's random stream does not
     depend on batch size, order or device; without ``seeds``, the global RNG (``None``)."""
@@ -126,12 +123,15 @@ def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(chunk) for chunk in x.split(MAX_BATCH)])
 
 
-def retire(model: nn.Module, x_adv: torch.Tensor, label: torch.Tensor, targeted: bool, active: torch.Tensor,
-           first: torch.Tensor, queries: torch.Tensor, t: int) -> torch.Tensor:
+def retire(attack: "Attack", model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+           active: torch.Tensor, first: torch.Tensor, queries: torch.Tensor, t: int) -> torch.Tensor:
     """The early stop of the black-box attacks: query the ``active`` examples' iterates once (counted in
-    ``queries``); those meeting the goal get ``first = t`` and leave ``active``. Returns the indices still active."""
+    ``queries``, their logits kept by ``attack``); those meeting the goal get ``first = t`` and leave
+    ``active``. Returns the indices still active."""
     idx = active.nonzero().squeeze(1)
-    met = goal_met(query(model, x_adv[idx]), label[idx], targeted)
+    logits = query(model, x_adv[idx])
+    attack.keep_logits(idx, logits)
+    met = goal_met(logits.argmax(1), y[idx], None if target is None else target[idx])
     queries[idx] += 1
     first[idx[met]] = t
     active[idx[met]] = False
@@ -153,13 +153,57 @@ def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torc
     return (y + 1 + offset) % classes
 
 
+@dataclass
+class AttackResult:
+    """What one attack call computed, per example: the returned images ``x_adv`` (detached, in the eps
+    ball and [0,1]), the model's ``logits`` on them, ``success`` (:func:`~robustlab.success.goal_met` on the
+    returned image, or the attack's own stricter rule), the ``target`` of a targeted attack, and the
+    attack's ``iterations`` and ``queries`` (``None`` where it does not count them), and the ``seconds`` the call
+    took (with queued device work waited for, so it is billed to the attack that queued it)."""
+
+    x_adv: torch.Tensor
+    logits: torch.Tensor
+    success: torch.Tensor
+    target: torch.Tensor | None = None
+    iterations: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    seconds: float = 0.0
+
+
+class _Logits:
+    """The logits of each example's returned image, filled by the attack as it computes them."""
+
+    def __init__(self, n: int):
+        self.value: torch.Tensor | None = None
+        self.known: torch.Tensor | None = None
+        self.n = n
+
+    def put(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        if self.value is None:
+            self.value = logits.new_zeros(self.n, logits.shape[1])
+            self.known = torch.zeros(self.n, dtype=torch.bool, device=logits.device)
+        self.value[rows] = logits.detach().to(self.value.dtype)
+        self.known[rows] = True
+
+    def complete(self, model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
+        """All rows: one forward pass, without gradients, of the images whose logits are still unknown."""
+        missing = torch.arange(self.n, device=x_adv.device) if self.known is None else (~self.known).nonzero().squeeze(1)
+        if len(missing):
+            with torch.no_grad():
+                self.put(missing, model(x_adv[missing]))
+        return self.value
+
+
 class Attack:
-    """Base class. Subclasses implement :meth:`perturb`; ``__call__`` adds checks and bookkeeping.
+    """Base class. Subclasses implement :meth:`perturb`; :meth:`run` adds checks and bookkeeping and returns an
+    :class:`AttackResult`; ``attack(model, x, y)`` returns its ``x_adv``.
 
     After a call:
 
     * ``last_success``: bool per example; the returned image is misclassified (untargeted) or
-      classified as its target (targeted). ``perturb`` may set it; otherwise one forward pass does.
+      classified as its target (targeted). ``perturb`` may set it; otherwise it is read off ``last_logits``.
+    * ``last_logits``: the model's logits on the returned images. ``perturb`` hands over those it computed
+      (:meth:`keep_logits`); the others cost one forward pass, so no image is sent twice to learn them.
     * ``last_target``: the targets used by a targeted attack (``None`` for untargeted ones).
     * ``last_iterations``: per example iteration counts of iterative attacks (see each class).
     * ``last_queries``: per example model queries (forward passes on that example) of black-box attacks.
@@ -168,6 +212,8 @@ class Attack:
     it they choose targets by ``target_rule`` following DEEPSEC: ``"random"`` (a uniformly random
     wrong class, seeded per example by ``seeds``) or ``"least_likely"`` (the LLC family).
     Minimal-perturbation attacks set ``clean_on_failure`` and return the clean input wherever they fail.
+    ``clean_logits`` (the model's logits on ``x``, when the caller has them) saves the attacks that need the
+    clean prediction a forward pass (:meth:`predict_clean`).
 
     Attacks never change the model's train/eval mode or its parameter gradients: gradients are
     taken with ``torch.autograd.grad`` on the input only.
@@ -179,21 +225,50 @@ class Attack:
     targeted = False
     target_rule = "random"
     clean_on_failure = False
+    #: The input-space sizes a training budget schedule scales (:meth:`scale_budget`).
+    budget_fields: tuple[str, ...] = ("eps", "step")
 
     def __init__(self):
         self.last_success: torch.Tensor | None = None
+        self.last_logits: torch.Tensor | None = None
         self.last_target: torch.Tensor | None = None
         self.last_iterations: torch.Tensor | None = None
         self.last_queries: torch.Tensor | None = None
+        self._clean: torch.Tensor | None = None
+        self._logits: _Logits | None = None
+
+    @property
+    def label(self) -> str:
+        """The attack's name in reports and AutoAttack's stage list."""
+        return self.name
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def keep_logits(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+        """Inside :meth:`perturb`: ``logits`` are the model's on the images returned for ``rows`` (indices or a
+        mask into the batch)."""
+        self._logits.put(rows, logits)
+
+    def predict_clean(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits on the clean batch ``x``: the caller's ``clean_logits`` if given, else one
+        forward pass without gradients."""
+        if self._clean is not None and len(self._clean) == len(x):
+            return self._clean
+        with torch.no_grad():
+            return model(x)
+
+    def scale_budget(self, fraction: float) -> None:
+        """Set every field of :attr:`budget_fields` to ``fraction`` of its configured value (its value at the
+        first call): the schedule of adversarial training."""
+        full = self.__dict__.setdefault("_budget", {f: getattr(self, f) for f in self.budget_fields if hasattr(self, f)})
+        for field, value in full.items():
+            setattr(self, field, value * fraction)
+
     def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, target) -> torch.Tensor:
         who = type(self).__name__
-        with torch.no_grad():
-            logits = model(x)
+        logits = self.predict_clean(model, x)
         classes = logits.shape[1]
         if classes < 2:
             raise RobustlabError(f"{who} is targeted but the model has {classes} class",
@@ -207,9 +282,9 @@ class Attack:
             raise RobustlabError(f"{who} got targets outside [0, {classes})", f"pass class indices below {classes}")
         return target
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
-                 target: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Attack a batch of [0,1] images ``x`` with labels ``y``; returns detached ``x_adv``.
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
+            target: torch.Tensor | int | None = None, clean_logits: torch.Tensor | None = None) -> AttackResult:
+        """Attack a batch of [0,1] images ``x`` with labels ``y``; see the class docstring.
 
         ``seeds`` (optional, one int per example) makes random starts and random targets
         reproducible per example; ``target`` fixes the targets of a targeted attack.
@@ -222,18 +297,34 @@ class Attack:
         if target is not None and not self.targeted:
             raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
         x, y = x.detach(), y.to(x.device)
-        self.last_success = self.last_target = self.last_iterations = self.last_queries = None
-        with torch.enable_grad():
-            if self.targeted:
-                self.last_target = self._targets(model, x, y, seeds, target)
-            x_adv = self.perturb(model, x, y, seeds, self.last_target).detach()
-        if self.last_success is None:
-            with torch.no_grad():
-                logits = model(x_adv)
-            self.last_success = goal_met(logits, self.last_target if self.targeted else y, self.targeted)
-        if self.clean_on_failure:
-            x_adv = torch.where(per_example(self.last_success, x), x_adv, x)
-        return x_adv
+        self.last_success = self.last_logits = self.last_target = self.last_iterations = self.last_queries = None
+        self._clean, self._logits = clean_logits, _Logits(len(x))
+        synchronize(x.device)
+        start = time.perf_counter()
+        try:
+            with torch.enable_grad():
+                if self.targeted:
+                    self.last_target = self._targets(model, x, y, seeds, target)
+                x_adv = self.perturb(model, x, y, seeds, self.last_target).detach()
+            if self.last_success is None:
+                logits = self._logits.complete(model, x_adv)
+                self.last_success = goal_met(logits.argmax(1), y, self.last_target)
+            if self.clean_on_failure and not self.last_success.all():
+                failed = (~self.last_success).nonzero().squeeze(1)
+                x_adv = x_adv.clone()
+                x_adv[failed] = x[failed]
+                self._logits.put(failed, self.predict_clean(model, x)[failed])
+            self.last_logits = self._logits.complete(model, x_adv)
+        finally:
+            self._clean, self._logits = None, None
+        synchronize(x.device)
+        return AttackResult(x_adv, self.last_logits, self.last_success, self.last_target, self.last_iterations,
+                            self.last_queries, time.perf_counter() - start)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
+                 target: torch.Tensor | int | None = None, clean_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`run`'s adversarial images: detached, in the eps ball and [0,1]."""
+        return self.run(model, x, y, seeds, target, clean_logits).x_adv
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith(("last_", "_")))

@@ -7,6 +7,8 @@ from torch import nn
 
 from robustlab.attacks.base import check_count, check_eps
 from robustlab.attacks.optimization import _BinarySearchAttack
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 class BLB(_BinarySearchAttack):
@@ -35,16 +37,20 @@ class BLB(_BinarySearchAttack):
         self.binary_steps, self.steps = check_count(binary_steps, "binary_steps"), check_count(steps, "steps")
 
     def _goal(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(1) == label
+        return goal_met(logits.argmax(1), label, label)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
-        results, success, iters = [], [], []
+        results, logits, success, iters = [], [], [], []
         for i in range(len(x)):
             x_i, t_i = x[i:i + 1], target[i:i + 1]
-            results.append(self._search(lambda c, state: self._minimise(model, x_i, t_i, c, state), x_i))
+            with progress.part(i, len(x)):
+                best, found = self._search(lambda c, state: self._minimise(model, x_i, t_i, c, state), x_i)
+            results.append(best)
+            logits.append(found)
             success.append(self.last_success)
             iters.append(self.last_iterations)
         self.last_success, self.last_iterations = torch.cat(success), torch.cat(iters)
+        self._keep_found(torch.cat(logits))
         return torch.cat(results)
 
     def _minimise(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, c: torch.Tensor, state) -> None:
@@ -57,7 +63,8 @@ class BLB(_BinarySearchAttack):
             dist = (x_k - x).pow(2).flatten(1).sum(1)
             loss = (dist + c * F.cross_entropy(logits, target, reduction="none")).sum()
             (grad,) = torch.autograd.grad(loss, x_k)
-            self._record(state, x_k.detach(), self._goal(logits.detach(), target), dist.detach(), evals)
+            logits = logits.detach()
+            self._record(state, x_k.detach(), logits, self._goal(logits, target), dist.detach(), evals)
             evals += 1
             return loss.item(), grad.flatten().double().cpu().numpy()
 

@@ -2,8 +2,10 @@
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, check_count, check_eps, draw, example_generators, goal_met, lp_norm, query
+from robustlab.attacks.base import Attack, check_count, check_eps, draw, example_generators, lp_norm, query
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 def _positive(value: float, name: str) -> float:
@@ -56,8 +58,10 @@ class BoundaryAttack(Attack):
         return 1 + self.init_draws + self.init_steps + self.steps + self.steps // self.stats_every
 
     def _start(self, model, x, y, generators, queries):
-        """Per example: an adversarial start (or ``x``), whether one was found, and whether ``x`` itself is one."""
-        clean_adv = goal_met(query(model, x), y, False)
+        """Per example: an adversarial start (or ``x``), its logits, whether one was found, and whether ``x`` itself
+        is one."""
+        logits = self.predict_clean(model, x).clone()
+        clean_adv = goal_met(logits.argmax(1), y)
         queries += 1
         found, noise = clean_adv.clone(), x.clone()
         for _ in range(self.init_draws):
@@ -65,34 +69,38 @@ class BoundaryAttack(Attack):
             if len(idx) == 0:
                 break
             draws = draw([generators[i] for i in idx.tolist()], x.shape[1:], "uniform", x)
-            hit = goal_met(query(model, draws), y[idx], False)
+            out = query(model, draws)
+            hit = goal_met(out.argmax(1), y[idx])
             queries[idx] += 1
-            noise[idx[hit]], found[idx[hit]] = draws[hit], True
+            noise[idx[hit]], found[idx[hit]], logits[idx[hit]] = draws[hit], True, out[hit]
         idx = (found & ~clean_adv).nonzero().squeeze(1)
         lo, hi = torch.zeros(len(idx), device=x.device), torch.ones(len(idx), device=x.device)
         xs, ns = x[idx].flatten(1), noise[idx].flatten(1)
         for _ in range(self.init_steps if len(idx) else 0):
             mid = (lo + hi) / 2
-            hit = goal_met(query(model, ((1 - mid[:, None]) * xs + mid[:, None] * ns).view_as(x[idx])), y[idx], False)
+            out = query(model, ((1 - mid[:, None]) * xs + mid[:, None] * ns).view_as(x[idx]))
+            hit = goal_met(out.argmax(1), y[idx])
             queries[idx] += 1
             lo, hi = torch.where(hit, lo, mid), torch.where(hit, mid, hi)
+            logits[idx[hit]] = out[hit]
         start = x.clone()
         start[idx] = ((1 - hi[:, None]) * xs + hi[:, None] * ns).view_as(x[idx])
-        return start, found, clean_adv
+        return start, logits, found, clean_adv
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         n, device = len(x), x.device
         generators = example_generators(seeds, n)
         queries = torch.zeros(n, dtype=torch.long, device=device)
-        adv, found, clean_adv = self._start(model, x, y, generators, queries)
+        adv, logits, found, clean_adv = self._start(model, x, y, generators, queries)
         spherical = torch.full((n,), self.spherical_step, device=device)
         source = torch.full((n,), self.source_step, device=device)
         spherical_stats = torch.full((100, n), float("nan"), device=device)
         step_stats = torch.full((30, n), float("nan"), device=device)
         iterations = torch.zeros(n, dtype=torch.long, device=device)
         flat_x, flat_adv = x.flatten(1), adv.flatten(1)
-        for step in range(1, self.steps + 1):
+        for k in range(1, self.steps + 1):
+            progress.step(k, self.steps)
             running = found & ~clean_adv & (source >= self.convergence)
             if self.eps is not None:
                 running &= (flat_adv - flat_x).norm(dim=1) > self.eps
@@ -110,21 +118,23 @@ class BoundaryAttack(Attack):
             towards_norm = towards.norm(dim=1).clamp_min(1e-12)
             length = (source[idx] * dist + towards_norm - dist).clamp_min(0) / towards_norm
             candidates = (on_sphere + length[:, None] * towards).clamp(0, 1)
-            check = step % self.stats_every == 0
+            check = k % self.stats_every == 0
             batch = torch.cat([candidates, on_sphere]) if check else candidates
-            hits = goal_met(query(model, batch.view(-1, *x.shape[1:])), y[idx].repeat(1 + check), False)
+            out = query(model, batch.view(-1, *x.shape[1:]))
+            hits = goal_met(out.argmax(1), y[idx].repeat(1 + check))
             queries[idx] += 1 + check
             iterations[idx] += 1
             is_adv = hits[:len(idx)]
             accept = is_adv & ((originals - candidates).norm(dim=1) < dist)
-            flat_adv[idx[accept]] = candidates[accept]
+            flat_adv[idx[accept]], logits[idx[accept]] = candidates[accept], out[:len(idx)][accept]
             if check:
-                self._adapt(idx, hits[len(idx):], is_adv, spherical, source, spherical_stats, step_stats, step)
+                self._adapt(idx, hits[len(idx):], is_adv, spherical, source, spherical_stats, step_stats, k)
         adv = flat_adv.view_as(x)
         success = found
         if self.eps is not None:
             success = success & (lp_norm(adv - x, "l2") <= self.eps)
         self.last_success, self.last_iterations, self.last_queries = success, iterations, queries
+        self.keep_logits(torch.arange(n, device=device), logits)
         return adv
 
     def _adapt(self, idx, spherical_adv, is_adv, spherical, source, spherical_stats, step_stats, step):

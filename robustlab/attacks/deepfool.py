@@ -3,6 +3,8 @@ import torch
 from torch import nn
 
 from robustlab.attacks.base import Attack, check_count, check_eps, per_example
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 class DeepFool(Attack):
@@ -39,8 +41,7 @@ class DeepFool(Attack):
         return logits.detach(), picked.detach(), grads.transpose(0, 1).flatten(2)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
-        with torch.no_grad():
-            logits = model(x)
+        logits = self.predict_clean(model, x)
         k = logits.shape[1] if self.candidates is None else min(self.candidates, logits.shape[1])
         rest = logits.scatter(1, y[:, None], float("-inf")).topk(k - 1, 1).indices
         classes = torch.cat([y[:, None], rest], 1)
@@ -48,14 +49,19 @@ class DeepFool(Attack):
         iters = torch.full((len(x),), self.steps + 1, device=x.device)
         active = torch.arange(len(x), device=x.device)
         for t in range(self.steps + 1):
+            progress.step(t, self.steps)
             if t == self.steps:
                 with torch.no_grad():
-                    iters[active[model(x_adv[active]).argmax(1) != y[active]]] = t
+                    logits = model(x_adv[active])
+                fooled = goal_met(logits.argmax(1), y[active])
+                iters[active[fooled]] = t
+                self.keep_logits(active[fooled], logits[fooled])
                 break
             y_act, cls = y[active], classes[active]
             logits, picked, grads = self._class_gradients(model, x_adv[active], cls)
-            fooled = logits.argmax(1) != y_act
+            fooled = goal_met(logits.argmax(1), y_act)
             iters[active[fooled]] = t
+            self.keep_logits(active[fooled], logits[fooled])
             keep = ~fooled
             active, picked, grads = active[keep], picked[keep], grads[keep]
             if len(active) == 0:

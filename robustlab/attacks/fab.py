@@ -5,6 +5,8 @@ from torch import nn
 from robustlab.attacks.apgd import salted
 from robustlab.attacks.base import Attack, check_count, check_eps, check_norm, lp_norm, per_example, random_like
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, tau: torch.Tensor, norm: str) -> torch.Tensor:
@@ -50,6 +52,7 @@ class FABT(Attack):
     """
 
     name = "fabt"
+    label = "fab-t"
     clean_on_failure = True
 
     def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, n_targets: int = 9,
@@ -72,14 +75,15 @@ class FABT(Attack):
         return diff.detach(), grad
 
     def _run(self, model, x0, y, t, x1):
-        """One FAB-T run; returns the misclassified point within ``eps`` (or ``x0``), the success
-        mask and the iterations spent per example."""
+        """One FAB-T run; returns the misclassified point within ``eps`` (or ``x0``), its logits (``None`` if
+        no example was broken), the success mask and the iterations spent per example."""
         n = len(x0)
-        out, found = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device)
+        out, found, out_logits = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), None
         spent = torch.full((n,), self.steps, dtype=torch.long, device=x0.device)
         s = {"i": torch.arange(n, device=x0.device), "x0": x0, "y": y, "t": t, "x1": x1,
              "best": torch.full((n,), float("inf"), device=x0.device)}
         for it in range(self.steps):
+            progress.step(it, self.steps)
             f, g = self._boundary(model, s["x1"], s["y"], s["t"])
             m = len(f)
             w = g.flatten(1)
@@ -91,7 +95,8 @@ class FABT(Attack):
             d1, d2, a = d[:m].view_as(s["x0"]), d[m:].view_as(s["x0"]), per_example(a, s["x0"])
             x1 = ((s["x1"] + self.eta * d1) * (1 - a) + (s["x0"] + self.eta * d2) * a).clamp(0, 1)
             with torch.no_grad():
-                adv = model(x1).argmax(1) != s["y"]
+                logits = model(x1)
+            adv = goal_met(logits.argmax(1), s["y"])
             dist = lp_norm(x1 - s["x0"], self.norm)
             better = adv & (dist < s["best"])
             s["best"] = torch.where(better, dist, s["best"])
@@ -100,10 +105,13 @@ class FABT(Attack):
             if done.any():
                 hit = s["i"][done]
                 out[hit], found[hit], spent[hit] = x1[done], True, it + 1
+                if out_logits is None:
+                    out_logits = logits.new_zeros(n, logits.shape[1])
+                out_logits[hit] = logits[done]
                 s = {k: v[~done] for k, v in s.items()}
                 if len(s["i"]) == 0:
                     break
-        return out, found, spent
+        return out, out_logits, found, spent
 
     def _start(self, x0, seeds, restart):
         if restart == 0:
@@ -113,14 +121,13 @@ class FABT(Attack):
         return (x0 + 0.5 * self.eps * noise).clamp(0, 1)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
-        with torch.no_grad():
-            logits = model(x)
+        logits = self.predict_clean(model, x)
         if logits.shape[1] < 2:
             raise RobustlabError(f"FABT needs at least 2 classes, the model has {logits.shape[1]}",
                                  "use an attack for one-class models")
         ranked = logits.argsort(1, descending=True)
-        done = logits.argmax(1) != y
-        x_adv = x.clone()
+        done = goal_met(logits.argmax(1), y)
+        x_adv, adv_logits = x.clone(), logits.clone()
         spent = torch.zeros(len(x), dtype=torch.long, device=x.device)
         for k in range(1, min(self.n_targets, logits.shape[1] - 1) + 1):
             for r in range(self.restarts):
@@ -128,8 +135,13 @@ class FABT(Attack):
                 if len(idx) == 0:
                     break
                 sd = salted(None if seeds is None else seeds[idx], 1000 * k + r)
-                out, ok, it = self._run(model, x[idx], y[idx], ranked[idx, k], self._start(x[idx], sd, r))
+                with progress.part((k - 1) * self.restarts + r, min(self.n_targets, logits.shape[1] - 1) * self.restarts):
+                    out, out_logits, ok, it = self._run(model, x[idx], y[idx], ranked[idx, k],
+                                                        self._start(x[idx], sd, r))
                 x_adv[idx[ok]], done[idx[ok]] = out[ok], True
+                if ok.any():
+                    adv_logits[idx[ok]] = out_logits[ok]
                 spent[idx] += it
         self.last_success, self.last_iterations = done, spent
+        self.keep_logits(torch.arange(len(x), device=x.device), adv_logits)
         return x_adv

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from robustlab.attacks.base import Attack
+from robustlab.success import goal_met
 from robustlab.errors import RobustlabError
+from robustlab import progress
 
 
 def _best_pairs(a: torch.Tensor, b: torch.Tensor, domain: torch.Tensor, budget: int):
@@ -80,8 +82,10 @@ class JSMA(Attack):
         iters = torch.zeros(len(x), dtype=torch.long, device=x.device)
         active = torch.arange(len(x), device=x.device)
         for t in range(max_iters + 1):
+            progress.step(t, max_iters)
             logits, a, b = self._gradients(model, x_adv[active], shape, target[active])
-            keep = (logits.argmax(1) != target[active]) & (domain[active].sum(1) >= 2)
+            self.keep_logits(active, logits)
+            keep = ~goal_met(logits.argmax(1), y[active], target[active]) & (domain[active].sum(1) >= 2)
             if t == max_iters or not keep.any():
                 break
             active, a, b = active[keep], a[keep], b[keep]

@@ -5,6 +5,7 @@ from torch import nn
 from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
                                     query, retire)
 from robustlab.errors import RobustlabError
+from robustlab import progress
 
 #: Shrinks [0,1] slightly before arctanh so that 0 and 1 stay finite (the reference code's 0.999999).
 TANH_BOX = 0.999999
@@ -73,8 +74,9 @@ class NAttack(Attack):
         active = torch.ones(len(x), dtype=torch.bool, device=x.device)
         per_chunk = max(1, MAX_BATCH // self.population)
         for t in range(self.steps + 1):
+            progress.step(t, self.steps)
             x_adv[active] = self._image(x[active], w[active] + mu[active])
-            idx = retire(model, x_adv, label, self.targeted, active, first, queries, t)
+            idx = retire(self, model, x_adv, y, target, active, first, queries, t)
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):

@@ -6,6 +6,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack, check_count, check_eps, margin, per_example
 from robustlab.errors import RobustlabError
+from robustlab import progress
 
 
 class _BinarySearchAttack(Attack):
@@ -32,7 +33,8 @@ class _BinarySearchAttack(Attack):
 
     def _search(self, run_one, x: torch.Tensor) -> torch.Tensor:
         """``run_one(c, state)`` optimises with constants ``c`` and updates ``state`` in place
-        (``best``, ``score``, ``found``, ``iters``, ``offset``)."""
+        (``best``, ``logits``, ``score``, ``found``, ``iters``, ``offset``). Returns the best examples and their
+        logits (``None`` if no iterate was recorded)."""
         n = len(x)
         c = torch.full((n,), self.c0, device=x.device, dtype=x.dtype)
         lo, hi = torch.zeros_like(c), torch.full_like(c, math.inf)
@@ -42,20 +44,31 @@ class _BinarySearchAttack(Attack):
             if self.binary_steps >= 10 and b == self.binary_steps - 1:
                 c = torch.where(torch.isinf(hi), c, hi)
             state["found"] = torch.zeros(n, dtype=torch.bool, device=x.device)
-            run_one(c, state)
+            with progress.part(b, self.binary_steps):
+                run_one(c, state)
             found = state["found"]
             hi = torch.where(found, torch.minimum(hi, c), hi)
             lo = torch.where(found, lo, torch.maximum(lo, c))
             c = torch.where(torch.isinf(hi), c * 10, (lo + hi) / 2)
         self.last_success = torch.isfinite(state["score"])
         self.last_iterations = state["iters"]
-        return state["best"]
+        return state["best"], state.get("logits")
 
-    def _record(self, state, x_k: torch.Tensor, ok: torch.Tensor, score: torch.Tensor, it: int) -> None:
+    def _keep_found(self, logits: torch.Tensor | None) -> None:
+        """Hand over the logits of the examples the search found (those of ``last_success``)."""
+        if logits is not None and self.last_success.any():
+            self.keep_logits(self.last_success, logits[self.last_success])
+
+    def _record(self, state, x_k: torch.Tensor, logits: torch.Tensor, ok: torch.Tensor, score: torch.Tensor,
+                it: int) -> None:
+        """Keep, per example, the iterate ``x_k`` (with its ``logits``) if it meets the goal (``ok``) with a
+        lower ``score`` than the best so far."""
         state["found"] |= ok
         better = ok & (score < state["score"])
         state["score"] = torch.where(better, score, state["score"])
         state["best"] = torch.where(per_example(better, x_k), x_k, state["best"])
+        state["logits"] = torch.where(better[:, None], logits, state["logits"]) if "logits" in state else \
+            torch.where(better[:, None], logits, 0)
         state["iters"] = torch.where(better, state["offset"] + it + 1, state["iters"])
 
 
@@ -87,6 +100,7 @@ class CW2(_BinarySearchAttack):
             w, m, v = w0.clone(), torch.zeros_like(w0), torch.zeros_like(w0)
             previous = math.inf
             for i in range(self.steps):
+                progress.step(i, self.steps)
                 w.requires_grad_(True)
                 x_k = (torch.tanh(w) + 1) / 2
                 logits = model(x_k)
@@ -94,7 +108,8 @@ class CW2(_BinarySearchAttack):
                 loss = (dist + c * margin(logits, label, self.targeted).clamp_min(-self.kappa)).sum()
                 (grad,) = torch.autograd.grad(loss, w)
                 w = w.detach()
-                self._record(state, x_k.detach(), self._goal(logits.detach(), label), dist.detach(), i)
+                logits = logits.detach()
+                self._record(state, x_k.detach(), logits, self._goal(logits, label), dist.detach(), i)
                 if self.abort_early and i % check_every == 0:
                     value = loss.item()
                     if value > previous * 0.9999:
@@ -106,7 +121,9 @@ class CW2(_BinarySearchAttack):
                 w.addcdiv_(m, denom, value=-self.lr / (1 - beta1 ** (i + 1)))
             state["offset"] += self.steps
 
-        return self._search(run_one, x)
+        best, logits = self._search(run_one, x)
+        self._keep_found(logits)
+        return best
 
 
 class EAD(_BinarySearchAttack):
@@ -146,6 +163,7 @@ class EAD(_BinarySearchAttack):
             x_k, y_k = x.clone(), x.clone()
             previous = math.inf
             for i in range(self.steps):
+                progress.step(i, self.steps)
                 y_k.requires_grad_(True)
                 logits = model(y_k)
                 diff = (y_k - x).flatten(1)
@@ -161,11 +179,13 @@ class EAD(_BinarySearchAttack):
                 y_k = x_new + i / (i + 3) * (x_new - x_k)
                 x_k = x_new
                 with torch.no_grad():
-                    ok = self._goal(model(x_k), label)
+                    logits = model(x_k)
                 delta = (x_k - x).flatten(1)
                 l1 = delta.abs().sum(1)
                 score = l1 if self.decision_rule == "L1" else self.beta * l1 + delta.pow(2).sum(1)
-                self._record(state, x_k, ok, score, i)
+                self._record(state, x_k, logits, self._goal(logits, label), score, i)
             state["offset"] += self.steps
 
-        return self._search(run_one, x)
+        best, logits = self._search(run_one, x)
+        self._keep_found(logits)
+        return best

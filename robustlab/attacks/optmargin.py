@@ -7,6 +7,7 @@ from torch import nn
 from robustlab.attacks.base import check_count, check_eps, margin, random_like
 from robustlab.attacks.optimization import _BinarySearchAttack
 from robustlab.errors import RobustlabError
+from robustlab import progress
 
 
 class OptMargin(_BinarySearchAttack):
@@ -56,10 +57,13 @@ class OptMargin(_BinarySearchAttack):
         fallback = {"best": x.clone(), "score": torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype),
                     "iters": torch.zeros(len(x), dtype=torch.long, device=x.device)}
 
-        def keep_best(state, idx, x_k, ok, score, it):
+        def keep_best(state, idx, x_k, logits, ok, score, it):
             better = ok & (score < state["score"][idx])
             state["score"][idx[better]] = score[better]
             state["best"][idx[better]] = x_k[better]
+            if "logits" not in state:
+                state["logits"] = logits.new_zeros(len(x), logits.shape[1])
+            state["logits"][idx[better]] = logits[better]
             state["iters"][idx[better]] = it
 
         def run_one(c, state):
@@ -67,6 +71,7 @@ class OptMargin(_BinarySearchAttack):
             previous = torch.full_like(c, math.inf)
             active = torch.arange(len(x), device=x.device)
             for i in range(self.steps):
+                progress.step(i, self.steps)
                 w_a = w[active].requires_grad_(True)
                 x_k = (torch.tanh(w_a) + 1) / 2
                 noisy = (x_k[:, None] + noise[active]).clamp(0, 1)
@@ -78,8 +83,9 @@ class OptMargin(_BinarySearchAttack):
                 x_k, margins, dist = x_k.detach(), margins.detach(), dist.detach()
                 ok = ((margins < 0) & (margins <= -self.kappa)).all(1)
                 state["found"][active[ok]] = True
-                keep_best(state, active, x_k, ok, dist, state["offset"] + i + 1)
-                keep_best(fallback, active, x_k, margins[:, 0] < 0, dist, state["offset"] + i + 1)
+                own = logits.detach().view(len(active), k, -1)[:, 0]  # the zero noise vector: x_k itself
+                keep_best(state, active, x_k, own, ok, dist, state["offset"] + i + 1)
+                keep_best(fallback, active, x_k, own, margins[:, 0] < 0, dist, state["offset"] + i + 1)
                 if self.abort_early and i % check_every == 0:
                     value = loss.detach()
                     going = value <= previous[active] * 0.9999
@@ -93,9 +99,12 @@ class OptMargin(_BinarySearchAttack):
                 w[active] = w[active] - self.lr / (1 - beta1 ** (i + 1)) * m[active] / denom
             state["offset"] += self.steps
 
-        best = self._search(run_one, x)
+        best, logits = self._search(run_one, x)
         self.last_robust = self.last_success.clone()
         use_fallback = ~self.last_robust & torch.isfinite(fallback["score"])
         self.last_success = self.last_robust | use_fallback
         self.last_iterations = torch.where(use_fallback, fallback["iters"], self.last_iterations)
+        if use_fallback.any():
+            logits = torch.where(use_fallback[:, None], fallback["logits"], logits)
+        self._keep_found(logits)
         return torch.where(use_fallback.view(-1, *([1] * (x.dim() - 1))), fallback["best"], best)

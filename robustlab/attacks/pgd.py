@@ -3,8 +3,10 @@ import torch
 from torch import nn
 
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
 from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, input_gradient, lp_norm, per_example,
                                     random_like)
+from robustlab import progress
 
 
 def project_l1_ball(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -90,13 +92,15 @@ class PGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
                 target: torch.Tensor | None = None) -> torch.Tensor:
         x_adv = self._start(x, seeds)
-        best = x_adv
+        best, best_logits = x_adv, None
         first = torch.full((len(x),), self.steps + 1, device=x.device)
         for t in range(self.steps):
+            progress.step(t, self.steps)
             grad, logits = input_gradient(model, x_adv, y, target)
-            met = self._met(logits, y, target)
+            met = goal_met(logits.argmax(1), y, target)
             if self.keep_successful:
                 best = torch.where(per_example(met, x), x_adv, best)
+                best_logits = logits if best_logits is None else torch.where(met[:, None], logits, best_logits)
             first = torch.where(met & (first > t), t, first)
             x_adv = self._project(x_adv + self.step * self._direction(grad, x_adv, t), x)
         # The final iterate needs a forward pass only where its outcome decides something: every
@@ -105,19 +109,19 @@ class PGD(Attack):
         met = torch.zeros_like(todo)
         if todo.any():
             with torch.no_grad():
-                met[todo] = self._met(model(x_adv[todo]), y[todo], None if target is None else target[todo])
+                logits = model(x_adv[todo])
+            met[todo] = goal_met(logits.argmax(1), y[todo], None if target is None else target[todo])
+            self.keep_logits(todo, logits)
         first = torch.where(met & (first > self.steps), self.steps, first)
         self.last_iterations = first
         if not self.keep_successful:
             self.last_success = met
             return x_adv
         self.last_success = first <= self.steps
-        return torch.where(per_example(self.last_success & ~met, x), best, x_adv)
-
-    @staticmethod
-    def _met(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        pred = logits.argmax(1)
-        return pred == target if target is not None else pred != y
+        use_best = self.last_success & ~met
+        if use_best.any():
+            self.keep_logits(use_best, best_logits[use_best])
+        return torch.where(per_example(use_best, x), best, x_adv)
 
 
 class BIM(PGD):

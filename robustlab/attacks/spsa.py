@@ -6,6 +6,7 @@ from torch import nn
 from robustlab.errors import RobustlabError
 from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
                                     query, retire)
+from robustlab import progress
 
 class SPSA(Attack):
     """SPSA attack (Uesato et al. 2018, "Adversarial Risk and the Dangers of Evaluating Against
@@ -61,7 +62,8 @@ class SPSA(Attack):
         per_chunk = max(1, MAX_BATCH // (2 * self.samples))
         beta1, beta2 = 0.9, 0.999
         for t in range(self.steps + 1):
-            idx = retire(model, x_adv, label, self.targeted, active, first, queries, t)
+            progress.step(t, self.steps)
+            idx = retire(self, model, x_adv, y, target, active, first, queries, t)
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):

@@ -8,6 +8,8 @@ from torch import nn
 from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, example_generators, lp_norm, margin,
                                     per_example)
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 class _Streams:
@@ -158,8 +160,8 @@ class Square(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         n, c = len(x), x.shape[1]
-        with torch.no_grad():
-            fooled = model(x).argmax(1) != y
+        adv_logits = self.predict_clean(model, x).clone()
+        fooled = goal_met(adv_logits.argmax(1), y)
         queries = torch.ones(n, dtype=torch.long, device=x.device)
         iterations = torch.zeros(n, dtype=torch.long, device=x.device)
         x_adv = x.clone()
@@ -169,16 +171,18 @@ class Square(Attack):
             xs, ys = x[idx], y[idx]
             best = self._init(xs, streams)
             with torch.no_grad():
-                logits = model(best)
-            loss, hit = margin(logits, ys, False), logits.argmax(1) != ys
+                best_logits = model(best)
+            loss, hit = margin(best_logits, ys, False), goal_met(best_logits.argmax(1), ys)
             queries[idx] += 1
             width = 2 + c if self.norm == "linf" else 5 + c
             for it in range(self.n_queries - 2):
+                progress.step(it, self.n_queries - 2)
                 if hit.any():
                     done = idx[hit]
-                    x_adv[done], fooled[done] = best[hit], True
+                    x_adv[done], adv_logits[done], fooled[done] = best[hit], best_logits[hit], True
                     keep = ~hit
                     idx, xs, ys, best, loss, hit = idx[keep], xs[keep], ys[keep], best[keep], loss[keep], hit[keep]
+                    best_logits = best_logits[keep]
                     streams.keep(keep)
                 if len(idx) == 0:
                     break
@@ -189,13 +193,15 @@ class Square(Attack):
                 if moved.any():
                     with torch.no_grad():
                         logits = model(proposal[moved])
-                    new_loss, hit[moved] = margin(logits, ys[moved], False), logits.argmax(1) != ys[moved]
+                    new_loss, hit[moved] = margin(logits, ys[moved], False), goal_met(logits.argmax(1), ys[moved])
                     better = torch.zeros_like(moved)
                     better[moved] = (new_loss < loss[moved]) | hit[moved]
                     best = torch.where(per_example(better, xs), proposal, best)
+                    best_logits[better] = logits[better[moved]]
                     loss = loss.masked_scatter(better, new_loss[better[moved]])
                 queries[idx] += moved
                 iterations[idx] += 1
-            x_adv[idx[hit]], fooled[idx[hit]] = best[hit], True
+            x_adv[idx[hit]], adv_logits[idx[hit]], fooled[idx[hit]] = best[hit], best_logits[hit], True
         self.last_success, self.last_queries, self.last_iterations = fooled, queries, iterations
+        self.keep_logits(torch.arange(n, device=x.device), adv_logits)
         return x_adv

@@ -4,9 +4,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, Wrapper, goal_met
+from robustlab.attacks.base import Attack, Wrapper
 from robustlab.checkpoint import load_model
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
 
 
 class TransferAttack(Wrapper):
@@ -42,7 +43,8 @@ class TransferAttack(Wrapper):
         x_adv = self.attack(self._surrogate(x.device), x, y, seeds=seeds, target=target)
         with torch.no_grad():
             logits = model(x_adv)
-        self.last_success = goal_met(logits, y if target is None else target, target is not None)
+        self.keep_logits(torch.arange(len(x), device=x.device), logits)
+        self.last_success = goal_met(logits.argmax(1), y, target)
         self.last_iterations = self.attack.last_iterations
         self.last_queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         return x_adv

@@ -5,6 +5,8 @@ from torch import nn
 from robustlab.attacks.base import Attack, check_count, check_eps, check_images, check_norm, lp_norm
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
+from robustlab import progress
 
 
 class UAP(Attack):
@@ -65,7 +67,7 @@ class UAP(Attack):
 
     @torch.no_grad()
     def _fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, batch: int = 500):
-        return torch.cat([model((x[s:s + batch] + v).clamp(0, 1)).argmax(1) != y[s:s + batch]
+        return torch.cat([goal_met(model((x[s:s + batch] + v).clamp(0, 1)).argmax(1), y[s:s + batch])
                           for s in range(0, len(x), batch)])
 
     def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None) -> "UAP":
@@ -86,12 +88,14 @@ class UAP(Attack):
                                  for s in seeds.tolist()])
             order = keys.argsort().to(x.device)
             for s in range(0, len(order), self.chunk):
+                progress.step(p * len(order) + s, self.passes * len(order))
                 idx = order[s:s + self.chunk]
                 idx = idx[~self._fooled(model, x[idx], y[idx], v)]
                 if len(idx) == 0:
                     continue
                 x_in = (x[idx] + v).clamp(0, 1)
-                dv = self.deepfool(model, x_in, y[idx]) - x_in
+                with progress.part(p * len(order) + s, self.passes * len(order)):
+                    dv = self.deepfool(model, x_in, y[idx]) - x_in
                 for r in dv[self.deepfool.last_success]:
                     v = self._project(v + r)
             rate = self._fooled(model, x, y, v).float().mean().item()

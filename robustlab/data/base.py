@@ -37,20 +37,21 @@ class ImageDataModule(L.LightningDataModule):
     The validation set is ``val_size`` samples drawn (seeded) from the training split.
     ``train_size`` and ``test_size`` keep the first samples of those splits, for quick runs.
     Under DDP the evaluation loaders shard without padding, so every test sample is counted
-    exactly once.
+    exactly once. ``family`` and ``threat`` (the data config's family and threat-model budgets, see
+    :mod:`robustlab.resolvers`) are kept for the record.
     """
 
     name: str = ""
-    #: "mnist" or "cifar": which column of the papers' default attack budgets applies.
-    threat_family: str = "mnist"
     in_channels: int = 1
     image_size: int = 28
     num_classes: int = 10
 
     def __init__(self, root: str = "data", batch_size: int = 100, eval_batch_size: int | None = None,
                  val_size: int = 500, train_size: int | None = None, test_size: int | None = None,
-                 num_workers: int = 0, seed: int = 0, download: bool = False):
+                 num_workers: int = 0, seed: int = 0, download: bool = False, family: str | None = None,
+                 threat: dict | None = None):
         super().__init__()
+        self.family, self.threat = family, dict(threat or {})
         self.root, self.batch_size = root, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.val_size, self.train_size, self.test_size = val_size, train_size, test_size

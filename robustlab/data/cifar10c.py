@@ -17,7 +17,7 @@ class CIFAR10C(ImageDataModule):
     ``num_classes=100`` reads CIFAR-100-C. There is no training split: training and validation sets
     are empty, so use it for evaluation only."""
 
-    name, threat_family, in_channels, image_size = "cifar10c", "cifar", 3, 32
+    name, in_channels, image_size = "cifar10c", 3, 32
 
     def __init__(self, corruption: str = "gaussian_noise", severity: int = 5, num_classes: int = 10, **kwargs):
         kwargs.setdefault("val_size", 0)

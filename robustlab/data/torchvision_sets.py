@@ -42,7 +42,7 @@ class MNIST(_TorchvisionData):
 class CIFAR10(_TorchvisionData):
     """CIFAR-10: 50k training (random crop 4 + flip), 10k test."""
 
-    name, threat_family, in_channels, image_size = "cifar10", "cifar", 3, 32
+    name, in_channels, image_size = "cifar10", 3, 32
     augment = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
 
     def _make(self, train, transform):
@@ -52,7 +52,7 @@ class CIFAR10(_TorchvisionData):
 class SVHN(_TorchvisionData):
     """SVHN: 73k ``train`` (random crop 2, no flip: digits are not mirror-symmetric), 26k ``test``."""
 
-    name, threat_family, in_channels, image_size = "svhn", "cifar", 3, 32
+    name, in_channels, image_size = "svhn", 3, 32
     augment = [transforms.RandomCrop(32, padding=2)]
 
     def _make(self, train, transform):

@@ -13,8 +13,9 @@ from robustlab.utils import eval_mode
 class AdversarialTraining(RobustClassifier):
     """Generates training examples with ``attack`` on the fly; subclasses define the loss.
 
-    * ``warmup_epochs``: the attack schedule; the attack's eps and step grow linearly from 0 to
-      their configured values over this many epochs (per optimiser step), then stay constant.
+    * ``warmup_epochs``: the attack schedule; the attack's budget (eps and step sizes, its
+      ``budget_fields``) grows linearly from 0 to the configured values over this many epochs (per
+      optimiser step), then stays constant (:meth:`~robustlab.attacks.base.Attack.scale_budget`).
     * ``attack_mode``: ``"eval"`` (default) generates examples with BN/dropout in eval mode,
       restoring each module's own mode afterwards; ``"train"`` leaves the modes as they are.
     """
@@ -26,7 +27,6 @@ class AdversarialTraining(RobustClassifier):
         if attack_mode not in ("eval", "train"):
             raise RobustlabError(f"unknown attack_mode {attack_mode!r}", "use defense.attack_mode=eval or train")
         self.attack, self.warmup_epochs, self.attack_mode = attack, warmup_epochs, attack_mode
-        self.eps, self.step = attack.eps, getattr(attack, "step", None)
 
     def schedule(self) -> float:
         """Fraction of the final eps used at the current optimiser step."""
@@ -46,10 +46,7 @@ class AdversarialTraining(RobustClassifier):
 
     def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Training examples for ``(x, y)`` at the scheduled budget, in the configured mode."""
-        frac = self.schedule()
-        self.attack.eps = self.eps * frac
-        if self.step is not None:
-            self.attack.step = self.step * frac
+        self.attack.scale_budget(self.schedule())
         if self.attack_mode == "eval":
             with eval_mode(self.model):
                 return self.generate(x, y)

@@ -10,6 +10,7 @@ from torch import nn
 
 from robustlab.checkpoint import META_KEY, load_model
 from robustlab.metrics import CA
+from robustlab.models.base import DefendedModel
 
 
 def load_frozen(path: str) -> nn.Module:
@@ -64,6 +65,12 @@ class RobustClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         return self._eval_step(batch, self.test_acc, "test/acc")
 
+    def after_fit(self, datamodule) -> bool:
+        """Run by ``train.py`` once training has finished (e.g. RC's radius search, PixelDefend's switch to
+        purified inference); returns whether it changed the model, so that the checkpoint is saved again.
+        No-op here."""
+        return False
+
     def own_lr_group(self) -> tuple[nn.Module, float] | None:
         """A submodule whose parameters get their own learning rate (MagNet's autoencoders, PixelDefend's
         PixelCNN) and that rate, or ``None``."""
@@ -89,7 +96,7 @@ class RobustClassifier(L.LightningModule):
         checkpoint[META_KEY] = self.robustlab_meta
 
 
-class PreprocessedClassifier(nn.Module):
+class PreprocessedClassifier(DefendedModel):
     """``classifier(preprocess(x))`` for a non-differentiable ``preprocess`` (evaluation attacks it with BPDA
     through ``preprocess``/``classifier``). When ``x`` requires a gradient, forward passes
     ``x + (preprocess(x) - x).detach()`` (Athalye et al.'s BPDA with the identity), so gradient attacks get
@@ -102,6 +109,9 @@ class PreprocessedClassifier(nn.Module):
     @property
     def classifier(self) -> nn.Module:
         return self.net
+
+    def preprocessors(self) -> list[nn.Module]:
+        return [self.preprocess]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.preprocess(x)

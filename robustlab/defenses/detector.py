@@ -11,6 +11,7 @@ from torch import nn
 from robustlab.checkpoint import META_KEY
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
+from robustlab.models.base import DetectorModel
 from robustlab.utils import eval_mode
 
 
@@ -31,15 +32,13 @@ def fpr_threshold(scores: torch.Tensor, fpr: float) -> torch.Tensor:
     return scores.sort(descending=True).values[min(allowed, scores.numel() - 1)]
 
 
-class Detector(nn.Module):
+class Detector(DetectorModel):
     """Inference wrapper of a detector: ``forward`` is the (defended) classifier's prediction and
     ``detect(x)`` flags ``x`` (True = adversarial) when any of its ``scores`` exceeds that score's
     threshold. ``threshold`` is a buffer set by :meth:`calibrate` on clean validation images so that
     each score alone flags ``fpr[i]`` of them (a single ``fpr`` is split evenly over the scores, so
     the union flags at most ``fpr``)."""
 
-    randomized = False
-    preprocess = None
     #: Images scored per forward pass.
     chunk = 250
 

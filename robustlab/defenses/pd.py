@@ -60,8 +60,6 @@ class PixelDefendClassifier(PreprocessedClassifier):
     (``in_channels``, ``hidden``, ``blocks``). Deterministic but not differentiable (BPDA,
     straight-through when ``x`` requires a gradient)."""
 
-    randomized = False
-
     def __init__(self, net: nn.Module, eps_defend: float = 0.3, in_channels: int = 1, hidden: int = 64,
                  blocks: int = 4):
         super().__init__(net, Purifier(PixelCNN(in_channels, hidden, blocks), eps_defend))
@@ -104,9 +102,10 @@ class PixelDefend(InferenceDefense):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inference(x) if self.purifying else self.model(x)
 
-    def after_fit(self, datamodule) -> None:
+    def after_fit(self, datamodule) -> bool:
         """Switch forward (and so testing) to the purifying classifier."""
         self.purifying = True
+        return True
 
     def own_lr_group(self) -> tuple[nn.Module, float] | None:
         return None if self.pixelcnn_lr is None else (self.pixelcnn, self.pixelcnn_lr)

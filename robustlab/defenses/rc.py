@@ -10,10 +10,11 @@ from torch.utils.data import DataLoader
 
 from robustlab.defenses.base import InferenceDefense
 from robustlab.errors import RobustlabError
+from robustlab.models.base import DefendedModel
 from robustlab.utils import eval_mode
 
 
-class RegionVote(nn.Module):
+class RegionVote(DefendedModel):
     """The majority vote of ``net`` over ``n_samples`` points drawn uniformly from the hypercube of
     radius ``radius`` (a buffer) around each input, clipped to [0,1]; ties go to the lowest class.
 
@@ -24,7 +25,6 @@ class RegionVote(nn.Module):
     (``randomized``): attack it with EOT."""
 
     randomized = True
-    preprocess = None
 
     def __init__(self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, grad_samples: int = 16,
                  max_batch: int = 2048):
@@ -127,7 +127,7 @@ class RC(InferenceDefense):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inference(x) if self.voting else self.model(x)
 
-    def after_fit(self, datamodule) -> None:
+    def after_fit(self, datamodule) -> bool:
         """Set the vote's radius (searched on ``datamodule``'s validation split) and switch to voting."""
         if self.search:
             loader = DataLoader(datamodule.val_set, batch_size=datamodule.eval_batch_size)
@@ -137,3 +137,4 @@ class RC(InferenceDefense):
             self.inference.radius.fill_(radius)
             self.inference_node["radius"] = radius
         self.voting = True
+        return True

@@ -9,9 +9,10 @@ from torch import nn
 from robustlab.defenses.base import InferenceDefense
 from robustlab.defenses.transforms import resize_pad
 from robustlab.errors import RobustlabError
+from robustlab.models.base import DefendedModel
 
 
-class RandomResizePad(nn.Module):
+class RandomResizePad(DefendedModel):
     """``net(resize_pad(x))``: every call resizes each image to a random side in ``[size, final)``
     and pads it at a random offset to ``final`` x ``final`` (see :func:`resize_pad`).
 
@@ -19,7 +20,6 @@ class RandomResizePad(nn.Module):
     classifier must accept ``final``-px inputs (DEEPSEC's MNIST CNN and the ResNets do)."""
 
     randomized = True
-    preprocess = None
 
     def __init__(self, net: nn.Module, final: int = 31, pad_value: float = 0.0):
         super().__init__()

@@ -15,7 +15,7 @@ from robustlab.attacks.base import Attack, check_count, check_eps, random_like
 from robustlab.checkpoint import META_KEY
 from robustlab.defenses.pgd_at import PGDAdversarialTraining
 from robustlab.errors import RobustlabError
-from robustlab.models.base import ImageClassifier
+from robustlab.models.base import DefendedModel, ImageClassifier
 from robustlab.models.normalize import Normalize
 
 
@@ -99,12 +99,10 @@ def _widen_input(net: ImageClassifier, levels: int) -> None:
                          "use a convolutional model from robustlab.models with thermometer encoding")
 
 
-class ThermometerClassifier(nn.Module):
+class ThermometerClassifier(DefendedModel):
     """``forward(x) = classifier(preprocess(x))``: ``preprocess`` quantises (its gradient is BPDA's
     straight-through one), ``classifier`` encodes (:class:`Thermometer`) and runs ``net``, whose input
     is widened to the code's channels. ``in_channels``/``image_size``/``num_classes`` are the image's."""
-
-    randomized = False
 
     def __init__(self, net: ImageClassifier, levels: int = 16):
         super().__init__()
@@ -114,6 +112,9 @@ class ThermometerClassifier(nn.Module):
         _widen_input(net, levels)
         self.preprocess = Quantise(levels)
         self.classifier = nn.Sequential(Thermometer(levels), net)
+
+    def preprocessors(self) -> list[nn.Module]:
+        return [self.preprocess]
 
     @property
     def encoded(self) -> nn.Module:
@@ -134,11 +135,13 @@ class LSPGA(Attack):
     (so ``model(x_adv)`` sees exactly that code)."""
 
     name = "lspga"
+    #: Its step is in logit space: the training schedule scales only eps.
+    budget_fields = ("eps",)
 
     def __init__(self, eps: float = 0.3, steps: int = 7, step: float = 1.0, inv_temp: float = 1.0, anneal: float = 1.2):
         super().__init__()
         self.eps, self.steps = check_eps(eps), check_count(steps, "steps", 0)
-        self.logit_step, self.inv_temp, self.anneal = float(step), float(inv_temp), float(anneal)
+        self.step, self.inv_temp, self.anneal = float(step), float(inv_temp), float(anneal)
 
     def reachable(self, x: torch.Tensor, levels: int) -> torch.Tensor:
         """Mask ``(B, C, H, W, levels)`` of the buckets some image in the ball reaches."""
@@ -163,7 +166,7 @@ class LSPGA(Attack):
             logits.requires_grad_(True)
             loss = F.cross_entropy(model.encoded(self.relaxed(logits, mask, inv_temp)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, logits)
-            logits = logits.detach() + self.logit_step * grad
+            logits = logits.detach() + self.step * grad
             inv_temp *= self.anneal
         k = logits.masked_fill(~mask, float("-inf")).argmax(-1)
         edges = _edges(levels, x)[k]

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from robustlab.metrics.functional import attack_success, ratio
+from robustlab.metrics.functional import ratio
+from robustlab.success import attack_success
 
 
 class AttackMetric(Metric):
@@ -24,7 +25,7 @@ class AttackMetric(Metric):
 
 class SuccessMean(AttackMetric):
     """Mean of a per-example value over the successful adversarial examples (clean-correct and misclassified,
-    or classified as the target: :func:`attack_success`, as in MR), DEEPSEC's denominator for ACAC, ACTC,
+    or classified as the target: :func:`~robustlab.success.attack_success`, as in MR), DEEPSEC's denominator for ACAC, ACTC,
     ALD_p, ASS, PSD, NTE, RGB and RIC. Subclasses implement :meth:`values`; with ``keys`` set, they return
     one column per key and :meth:`compute` a dict. A NaN value (undefined for that example) is left out of
     its column's average, with a warning. No successful example gives NaN and a warning."""
@@ -43,7 +44,7 @@ class SuccessMean(AttackMetric):
         raise NotImplementedError
 
     def update(self, model, x, x_adv, y, clean_logits, adv_logits, target=None) -> None:
-        ok = attack_success(clean_logits, adv_logits, y, target)
+        ok = attack_success(clean_logits.argmax(1), adv_logits.argmax(1), y, target)
         if not ok.any():
             return
         v = self.values(model, x[ok], x_adv[ok], y[ok], adv_logits[ok], None if target is None else target[ok])

@@ -59,15 +59,6 @@ def mean_flip_rate(flip_probabilities: torch.Tensor, baseline_flip_probabilities
     return (fp / baseline_flip_probabilities.double()).mean()
 
 
-def attack_success(clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor,
-                   target: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example success, as counted by MR: clean-correct and the adversarial prediction differs from
-    ``y`` (untargeted) or equals ``target`` (targeted)."""
-    adv = adv_logits.argmax(1)
-    fooled = adv == target if target is not None else adv != y
-    return (clean_logits.argmax(1) == y) & fooled
-
-
 def adversarial_class_confidence(adv_logits: torch.Tensor) -> torch.Tensor:
     """Per-example ``P(x_adv)_{F(x_adv)}``, the confidence of the predicted (adversarial) class: the summand
     of DEEPSEC's ACAC (Sec. II-B). The comprehensive paper's Eq. 9 prints ``P_{y_i}``, a typo its text

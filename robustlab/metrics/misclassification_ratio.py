@@ -3,6 +3,7 @@ import torch
 from torchmetrics import Metric
 
 from robustlab.metrics.functional import misclassification_ratio
+from robustlab.success import attack_success
 
 
 class MR(Metric):
@@ -20,10 +21,8 @@ class MR(Metric):
 
     def update(self, clean_preds: torch.Tensor, adv_preds: torch.Tensor, y: torch.Tensor,
                target: torch.Tensor | None = None) -> None:
-        valid = clean_preds == y
-        success = adv_preds == target if target is not None else adv_preds != y
-        self.fooled += (valid & success).sum()
-        self.clean_correct += valid.sum()
+        self.fooled += attack_success(clean_preds, adv_preds, y, target).sum()
+        self.clean_correct += (clean_preds == y).sum()
 
     def compute(self) -> torch.Tensor:
         return misclassification_ratio(self.fooled, self.clean_correct)

@@ -14,6 +14,7 @@ from robustlab.attacks.base import Attack, check_count, check_eps, random_like
 from robustlab.attacks.pgd import BIM
 from robustlab.errors import RobustlabError
 from robustlab.metrics.functional import ratio
+from robustlab import progress
 
 MEASURES = ("l2", "rms")
 NOISES = ("uniform", "gaussian", "sign")
@@ -31,19 +32,22 @@ def orthogonal_directions(x: torch.Tensor, count: int, seeds: torch.Tensor | Non
 
 
 def boundary_distances(model: nn.Module, x: torch.Tensor, directions: torch.Tensor, step: float,
-                       max_distance: float, clip: bool = True, points: int = 2048) -> torch.Tensor:
+                       max_distance: float, clip: bool = True, points: int = 2048,
+                       clean_logits: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, D)``: per example and direction ``v`` (unit L2), the L2 length of the first displacement
-    ``clip(x + t v) - x``, ``t = step, 2 step, ...``, at which the prediction differs from the one at ``x``;
-    ``inf`` if it never does up to ``t = max_distance``. The true boundary lies within ``step`` below.
-    The still-open directions and several ``t`` go into forward passes of at most ``points`` images."""
+    ``clip(x + t v) - x``, ``t = step, 2 step, ...``, at which the prediction differs from the one at ``x``
+    (from ``clean_logits`` when given); ``inf`` if it never does up to ``t = max_distance``. The true boundary
+    lies within ``step`` below. The still-open directions and several ``t`` go into forward passes of at most
+    ``points`` images."""
     steps = int(math.floor(max_distance / step + 1e-9))
     with torch.no_grad():
-        reference = model(x).argmax(1)
+        reference = (model(x) if clean_logits is None else clean_logits).argmax(1)
         flat = x.flatten(1)
         dist = torch.full(directions.shape[:2], float("inf"), device=x.device)
         open_ = torch.ones(directions.shape[:2], dtype=torch.bool, device=x.device)
         j = 1
         while j <= steps and open_.any():
+            progress.step(j, steps)
             rows, cols = open_.nonzero(as_tuple=True)
             n = min(steps - j + 1, max(1, points // len(rows)))
             t = torch.arange(j, j + n, device=x.device, dtype=x.dtype) * step
@@ -94,10 +98,12 @@ class EBD(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("censored", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, model: nn.Module, x: torch.Tensor, seeds: torch.Tensor | None = None) -> None:
+    def update(self, model: nn.Module, x: torch.Tensor, seeds: torch.Tensor | None = None,
+               clean_logits: torch.Tensor | None = None) -> None:
+        """``clean_logits`` (the model's logits on ``x``, if already computed) saves the clean forward pass."""
         v = orthogonal_directions(x, self.directions, seeds)
         dist = boundary_distances(model, x, torch.cat([v, -v], 1), self.step, self.max_distance, self.clip,
-                                  self.points)
+                                  self.points, clean_logits)
         d = dist.amin(1)
         self.censored += torch.isinf(d).sum()
         d = d.clamp(max=self.max_distance).double()
@@ -120,7 +126,8 @@ def class_iterations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
         rows = y != j
         if not rows.any():
             continue
-        attack(model, x[rows], y[rows], seeds=None if seeds is None else seeds[rows], target=j)
+        with progress.part(j, num_classes):
+            attack(model, x[rows], y[rows], seeds=None if seeds is None else seeds[rows], target=j)
         if attack.last_iterations is None:
             raise RobustlabError(f"{type(attack).__name__} reports no iteration counts",
                                  "give EBD2 an iterative attack (BIM, PGD, MIFGSM)")

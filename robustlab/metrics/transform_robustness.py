@@ -7,6 +7,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from robustlab.errors import RobustlabError
 from robustlab.metrics.attack_metric import SuccessMean
+from robustlab.success import goal_met
 
 
 class _StillSuccessful(SuccessMean):
@@ -21,7 +22,7 @@ class _StillSuccessful(SuccessMean):
     def values(self, model, x, x_adv, y, adv_logits, target):
         with torch.no_grad():
             pred = model(self.transform(x_adv)).argmax(1)
-        return pred == target if target is not None else pred != y
+        return goal_met(pred, y, target)
 
 
 class RGB(_StillSuccessful):

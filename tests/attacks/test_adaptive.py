@@ -1,5 +1,5 @@
 """EOT, BPDA and adapt on toy defended models: a randomised one (Gaussian input noise) and one with
-non-differentiable preprocessing (bit-depth reduction), both carrying the shared protocol's flags."""
+non-differentiable preprocessing (bit-depth reduction), both declaring it as DefendedModels."""
 import pytest
 import torch
 from torch import nn
@@ -7,9 +7,10 @@ from torch import nn
 from robustlab import RobustlabError
 from robustlab.attacks import BPDA, EOT, PGD, SPSA, adapt
 from robustlab.defenses import RobustClassifier
+from robustlab.models.base import DefendedModel
 
 
-class Noisy(nn.Module):
+class Noisy(DefendedModel):
     """Randomised at inference: classifies ``x`` plus Gaussian noise."""
 
     randomized = True
@@ -31,12 +32,15 @@ class BitDepth(nn.Module):
         return torch.round(x * self.levels) / self.levels
 
 
-class Squeezed(nn.Module):
+class Squeezed(DefendedModel):
     """Non-differentiable preprocessing: ``classifier(preprocess(x))``, whose input gradient is zero."""
 
     def __init__(self, net: nn.Module, bits: int = 3):
         super().__init__()
         self.preprocess, self.classifier = BitDepth(bits), net
+
+    def preprocessors(self):
+        return [self.preprocess]
 
     def forward(self, x):
         return self.classifier(self.preprocess(x))
@@ -141,7 +145,7 @@ def test_adapt_finds_flags_inside_a_lightning_wrapper(standard_model, mnist_test
 def test_bpda_input_errors(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:4], mnist_test_batch[1][:4]
     flatten = nn.Flatten()
-    cases = [(BPDA(PGD(eps=0.1, steps=1)), standard_model, "no `preprocess`"),
+    cases = [(BPDA(PGD(eps=0.1, steps=1)), standard_model, "declares no preprocessors"),
              (BPDA(PGD(eps=0.1, steps=1), transform=BitDepth(3)), Squeezed(standard_model), "never called"),
              (BPDA(PGD(eps=0.1, steps=1), transform=flatten),
               nn.Sequential(flatten, nn.Unflatten(1, (1, 28, 28)), standard_model), "shape-preserving")]

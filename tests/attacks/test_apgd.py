@@ -125,3 +125,15 @@ def test_bad_parameters_are_refused(make):
     with pytest.raises(RobustlabError) as err:
         make()
     assert "fix:" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_starts_are_seeded_per_example(standard_model, mnist_test_batch):
+    """The first restart's random start comes from each example's seed (it once fell back to the global RNG),
+    so results are repeatable and do not depend on the batch an example is attacked in."""
+    x, y = mnist_test_batch[0][::10], mnist_test_batch[1][::10]
+    seeds = torch.arange(100, 120)
+    attack = APGD(eps=0.2, steps=5)
+    whole = attack(standard_model, x, y, seeds=seeds)
+    torch.manual_seed(123)
+    assert torch.equal(attack(standard_model, x, y, seeds=seeds), whole)
+    assert torch.equal(attack(standard_model, x[7:], y[7:], seeds=seeds[7:]), whole[7:])

@@ -19,6 +19,9 @@ ATTACKS = [
     (ILLC(eps=0.2, step=0.05, steps=5), "linf", 0.2),
     (MIFGSM(eps=0.2, step=0.05, steps=5), "linf", 0.2),
     (MIFGSM(eps=0.2, step=0.05, steps=5, targeted=True), "linf", 0.2),
+    (PGD(eps=0.2, step=0.05, steps=5), "linf", 0.2),
+    (PGD(eps=0.2, step=0.05, steps=5, keep_successful=False), "linf", 0.2),
+    (PGD(eps=1.5, step=0.5, steps=5, norm="l2"), 2, 1.5),
     (PGD(eps=6.0, step=1.0, steps=5, norm="l1"), 1, 6.0),
     (DeepFool(steps=10), None, None),
     (CW2(steps=20, binary_steps=2, lr=0.05, c0=0.1), None, None),
@@ -80,6 +83,14 @@ def test_success_mask_matches_predictions_in_eval_mode(standard_model, mnist_tes
         pred = standard_model(x_adv).argmax(1)
     expected = pred == attack.last_target if attack.targeted else pred != y
     assert torch.equal(attack.last_success, expected)
+    # The attack hands back the logits of what it returns, so that nobody runs the model on x_adv again (equal
+    # up to float32 rounding: they may come from another batch composition).
+    torch.testing.assert_close(attack.last_logits, standard_model(x_adv).detach(), rtol=1e-4, atol=1e-4)
+    assert torch.equal(attack.last_logits.argmax(1), pred)
+    with torch.no_grad():
+        clean_logits = standard_model(x)
+    given = attack.run(standard_model, x, y, seeds=torch.arange(len(x)), clean_logits=clean_logits)
+    assert torch.equal(given.x_adv, x_adv) and torch.equal(given.success, attack.last_success)
     if attack.clean_on_failure:
         assert torch.equal(x_adv[~expected], x[~expected])
     if attack.last_iterations is not None:

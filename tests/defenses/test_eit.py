@@ -8,6 +8,7 @@ from PIL import Image
 
 from robustlab.defenses.eit import EITClassifier, EITTransform
 from robustlab.defenses.transforms import bit_depth, crop_rescale, jpeg, tv_minimise
+from robustlab.models.base import preprocessors, randomized
 from tests.defenses.helpers import train_reload_evaluate
 
 
@@ -63,7 +64,8 @@ def test_crop_rescale_is_a_rescaled_window():
 def test_transform_is_random_detached_and_wraps_the_classifier():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     wrapper = EITClassifier(net, crop_size=26, tv_steps=20)
-    assert wrapper.randomized and isinstance(wrapper.preprocess, EITTransform) and wrapper.classifier is net
+    assert randomized(wrapper) and preprocessors(wrapper) == [wrapper.preprocess] and wrapper.classifier is net
+    assert isinstance(wrapper.preprocess, EITTransform)
     x = torch.rand(4, 1, 28, 28, requires_grad=True)
     torch.manual_seed(0)
     z = wrapper.preprocess(x)

@@ -17,6 +17,7 @@ from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN
 from robustlab.models.pixelcnn import PixelCNN
 from robustlab.train import train
+from robustlab.models.base import preprocessors, randomized
 from tests.helpers import make_cfg
 
 
@@ -110,7 +111,8 @@ def test_purification_is_deterministic_in_range_and_follows_the_pixelcnn():
 def test_wrapper_classifies_the_purified_image_with_a_straight_through_gradient():
     net = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
     wrapper = PixelDefendClassifier(net, eps_defend=0.2, in_channels=1, hidden=4, blocks=1)
-    assert not wrapper.randomized and isinstance(wrapper.preprocess, Purifier) and wrapper.classifier is net
+    assert not randomized(wrapper) and preprocessors(wrapper) == [wrapper.preprocess] and wrapper.classifier is net
+    assert isinstance(wrapper.preprocess, Purifier)
     x = torch.rand(2, 1, 6, 6, requires_grad=True)
     z = wrapper.preprocess(x)
     out = wrapper(x)

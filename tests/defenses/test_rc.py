@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustlab.defenses.rc import RegionVote, search_radius
+from robustlab.models.base import preprocessors, randomized
 from tests.defenses.helpers import train_reload_evaluate
 
 
@@ -61,7 +62,7 @@ def test_vote_samples_the_hypercube_and_passes_the_smoothed_gradient():
         assert torch.equal(out, vote(x)), "the gradient path leaves the value (the vote) unchanged"
     (grad,) = torch.autograd.grad(out[:, 0].sum(), x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0, "the smoothed classifier's gradient"
-    assert vote.randomized and vote.preprocess is None
+    assert randomized(vote) and preprocessors(vote) == []
 
 
 def test_radius_search_returns_the_last_radius_within_tolerance():

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from robustlab import RobustlabError
 from robustlab.defenses.rt import RandomResizePad
 from robustlab.defenses.transforms import resize_pad
+from robustlab.models.base import preprocessors, randomized
 from tests.defenses.helpers import train_reload_evaluate
 
 PAD = 2.0  # outside [0,1]: marks the padding
@@ -35,7 +36,7 @@ def test_output_is_final_px_with_the_resized_image_inside():
 def test_wrapper_is_random_differentiable_and_checks_the_size():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(31 * 31, 10))
     wrapper = RandomResizePad(net, final=31)
-    assert wrapper.randomized and wrapper.preprocess is None
+    assert randomized(wrapper) and preprocessors(wrapper) == []
     x = torch.rand(4, 1, 28, 28, requires_grad=True)
     torch.manual_seed(1)
     a = wrapper(x)

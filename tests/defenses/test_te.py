@@ -10,6 +10,7 @@ from robustlab.defenses.te import (LSPGA, ThermometerClassifier, bucket, decode,
 from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN, ResNet20
 from robustlab.train import train
+from robustlab.models.base import preprocessors
 from tests.helpers import make_cfg
 
 
@@ -75,7 +76,7 @@ def test_te_trains_reloads_and_evaluates(tmp_path):
         "data=digits", "data.train_size=600", "trainer.max_epochs=1", "optimizer.lr=0.003", "logger=none", "attack=[]",
         "test=false", "defense=te", "defense.attack.steps=1"]))
     model = robustlab.load_model(summary["checkpoint"])
-    assert isinstance(model, ThermometerClassifier) and model.levels == 16 and model.preprocess is not None
+    assert isinstance(model, ThermometerClassifier) and model.levels == 16 and preprocessors(model) == [model.preprocess]
     report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
                                                            "attack=[]", "progress=false"]))
     assert report["defense_name"] == "te" and report["clean"]["CA"] > 0.3

@@ -8,7 +8,7 @@ from torchmetrics.utilities.data import dim_zero_sum
 
 from robustlab.metrics import (AAB, AAW, ACAC, ACTC, ALDp, ASS, AttackMetric, CAV, CCV, COS, CRR, CSR, NTE, PSD, RGB,
                                RIC)
-from robustlab.metrics.functional import attack_success
+from robustlab.success import attack_success
 from tests.metrics.distributed import assert_same_on_two_processes
 
 SIZES = (5, 3, 7, 2, 6)   # an odd number of unequal batches: rank 0 gets 18 samples, rank 1 gets 5
@@ -59,7 +59,7 @@ def test_every_metric_is_the_same_on_two_processes():
     batches = _batches()
     single = _flat(assert_same_on_two_processes(all_metrics, batches))
     assert len(single) == 21 and not any(math.isnan(v) for v in single.values()), single
-    n_success = sum(attack_success(b["clean_logits"], b["adv_logits"], b["y"]).sum().item() for b in batches)
+    n_success = sum(attack_success(b["clean_logits"].argmax(1), b["adv_logits"].argmax(1), b["y"]).sum().item() for b in batches)
     assert 0 < n_success < sum(SIZES) and 0 < single["RGB"] < 1 and 0 < single["CRR"] < single["CSR"]
 
 

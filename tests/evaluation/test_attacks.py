@@ -1,31 +1,22 @@
-"""The attack callback inside a real Trainer: exact counts, modes, the inference-mode guard, attack-utility
-metrics per attack, AAW/AAB by attack kind, ``last_batch`` and saved adversarial examples."""
-import lightning as L
+"""The attack evaluation inside a real Trainer: exact counts, the inference-mode guard, attack-utility metrics
+per attack, AAW/AAB by attack kind, the batch record and saved adversarial examples."""
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from robustlab import RobustlabError
-from robustlab.attacks import FGSM, PGD, Attack
+from robustlab.attacks import FGSM, ILLC, PGD, Attack
 from robustlab.attacks.base import random_like
-from robustlab.callbacks import AttackCallback
-from robustlab.data.base import Indexed, TensorPairs
-from robustlab.defenses import RobustClassifier
+from robustlab.evaluation import AttackEvaluation, Evaluation, SavedExamples
 from robustlab.metrics import ACAC, RGB, ALDp
-from robustlab.metrics.functional import attack_success, lp_distortion
+from robustlab.metrics.functional import lp_distortion
+from robustlab.success import attack_success
+from tests.evaluation.helpers import run_loop
 
 
-def _loader(x, y, batch_size=16):
-    return DataLoader(Indexed(TensorPairs(x, y)), batch_size=batch_size)
-
-
-def _test(model, x, y, inference_mode=False, **kwargs):
-    callback = AttackCallback({"fgsm": FGSM(eps=0.1), "pgd": PGD(eps=0.1, step=0.02, steps=5)}, stages=("test",),
-                              progress=False, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=inference_mode, callbacks=[callback])
-    trainer.test(RobustClassifier(model), _loader(x, y), verbose=False)
-    return callback.results["test"]
+def _test(model, x, y, inference_mode=False, batch_size=16, attacks=None, **kwargs):
+    attacks = attacks or {"fgsm": FGSM(eps=0.1), "pgd": PGD(eps=0.1, step=0.02, steps=5)}
+    loop = run_loop(model, x, y, attacks, {"attacks": AttackEvaluation(**kwargs)}, batch_size, inference_mode)
+    return loop.results["test"]
 
 
 def test_results_match_a_direct_computation(standard_model, mnist_test_batch):
@@ -44,13 +35,9 @@ def test_results_match_a_direct_computation(standard_model, mnist_test_batch):
 
 def test_batch_size_does_not_change_results(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:49], mnist_test_batch[1][:49]   # 7 batches of 7, or one of 49: no 1-image batch
-    callback = AttackCallback({"pgd": PGD(eps=0.1, step=0.02, steps=5)}, stages=("test",), progress=False)
-    results = []
-    for batch_size in (7, 49):
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                            inference_mode=False, callbacks=[callback])
-        trainer.test(RobustClassifier(standard_model), _loader(x, y, batch_size), verbose=False)
-        results.append({k: v for k, v in callback.results["test"]["attacks"]["pgd"].items() if k != "seconds"})
+    results = [_test(standard_model, x, y, batch_size=b, attacks={"pgd": PGD(eps=0.1, step=0.02, steps=5)})
+               for b in (7, 49)]
+    results = [{k: v for k, v in r["attacks"]["pgd"].items() if k != "seconds"} for r in results]
     assert results[0] == results[1]
 
 
@@ -61,41 +48,16 @@ def test_attack_under_inference_mode_fails_clearly(standard_model, mnist_test_ba
 
 
 def test_targeted_mr_counts_hits_on_the_target(standard_model, mnist_test_batch):
-    from robustlab.attacks import ILLC
-
     x, y = mnist_test_batch[0][:64], mnist_test_batch[1][:64]
     attack = ILLC(eps=0.2, step=0.02, steps=10)
-    callback = AttackCallback({"illc": attack}, stages=("test",), progress=False)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[callback])
-    trainer.test(RobustClassifier(standard_model), _loader(x, y, 64), verbose=False)
+    results = _test(standard_model, x, y, batch_size=64, attacks={"illc": attack})
     with torch.no_grad():
         clean = standard_model(x).argmax(1) == y
         x_adv = ILLC(eps=0.2, step=0.02, steps=10)(standard_model, x, y)
         hit = standard_model(x_adv).argmax(1) == attack.last_target
         wrong = standard_model(x_adv).argmax(1) != y
-    assert callback.results["test"]["attacks"]["illc"]["MR"] == (clean & hit).sum().item() / clean.sum().item()
+    assert results["attacks"]["illc"]["MR"] == (clean & hit).sum().item() / clean.sum().item()
     assert (clean & hit).sum() < (clean & wrong).sum(), "the targeted MR must not count untargeted misses"
-
-
-def _run(model, x, y, attacks, batch_size=16, callbacks=(), **kwargs):
-    callback = AttackCallback(attacks, stages=("test",), progress=False, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[callback, *callbacks])
-    trainer.test(RobustClassifier(model), _loader(x, y, batch_size), verbose=False)
-    return callback
-
-
-class _Probe(L.Callback):
-    """A later evaluation callback: records what the attack callback exposed for each batch."""
-
-    def __init__(self, attack_callback):
-        self.attack_callback, self.seen = attack_callback, []
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        last = self.attack_callback.last_batch
-        assert last["idx"] is batch[2], "last_batch must be this batch's, set before later callbacks run"
-        self.seen.append(last)
 
 
 class _Noise(Attack):
@@ -111,23 +73,35 @@ class _Noise(Attack):
         return (x + self.eps * (2 * random_like(x, seeds) - 1).sign()).clamp(0, 1)
 
 
+class _Probe(Evaluation):
+    """Keeps every batch record it is handed."""
+
+    sections = ()
+
+    def setup(self, context):
+        self.seen = []
+
+    def update(self, record):
+        self.seen.append(record)
+
+    def results(self):
+        return None
+
+
 def test_metrics_per_attack_match_a_direct_computation(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:60], mnist_test_batch[1][:60]
     attacks = {"fgsm": FGSM(eps=0.15), "noise": _Noise(eps=0.5)}
     metrics = {"acac": ACAC(), "aldp": ALDp(), "aldp_raw": ALDp(normalized=False), "rgb": RGB(radius=0.5)}
-    callback = AttackCallback(attacks, stages=("test",), progress=False, metrics=metrics)
-    probe = _Probe(callback)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[callback, probe])
-    trainer.test(RobustClassifier(standard_model), _loader(x, y, 25), verbose=False)   # batches of 25, 25, 10
-    results = callback.results["test"]["attacks"]
+    probe = _Probe()
+    loop = run_loop(standard_model, x, y, attacks, {"attacks": AttackEvaluation(metrics), "probe": probe}, 25)
+    results = loop.results["test"]["attacks"]   # batches of 25, 25, 10
     with torch.no_grad():
         clean_logits = standard_model(x)
     for name, attack in attacks.items():
         x_adv = attack(standard_model, x, y, seeds=torch.arange(60))
         with torch.no_grad():
             adv_logits = standard_model(x_adv)
-        success = attack_success(clean_logits, adv_logits, y)
+        success = attack_success(clean_logits.argmax(1), adv_logits.argmax(1), y)
         assert 0 < success.sum() < 60
         r = results[name]
         key, other = ("AAW", "AAB") if name == "fgsm" else ("AAB", "AAW")
@@ -138,27 +112,28 @@ def test_metrics_per_attack_match_a_direct_computation(standard_model, mnist_tes
             value = metric.compute()
             value = {s: v.item() for s, v in value.items()} if isinstance(value, dict) else value.item()
             assert r[k] == pytest.approx(value, rel=1e-6), (name, k)   # float32 logits of other batch sizes
-        seen_adv = torch.cat([b["adv"][name] for b in probe.seen])
-        assert torch.equal(torch.cat([b["success"][name] for b in probe.seen]), success)
-        torch.testing.assert_close(seen_adv, x_adv)
-    assert torch.equal(torch.cat([b["idx"] for b in probe.seen]), torch.arange(60))
-    torch.testing.assert_close(torch.cat([b["clean_logits"] for b in probe.seen]), clean_logits)
+        seen = [b.attacks[name] for b in probe.seen]
+        torch.testing.assert_close(torch.cat([s.x_adv for s in seen]), x_adv)
+        torch.testing.assert_close(torch.cat([s.logits for s in seen]), adv_logits)
+        assert torch.equal(torch.cat([s.success for s in seen]), adv_logits.argmax(1) != y)
+        assert all(s.seconds > 0 for s in seen)
+    assert torch.equal(torch.cat([b.idx for b in probe.seen]), torch.arange(60))
+    assert torch.equal(torch.cat([b.seeds for b in probe.seen]), torch.arange(60))
+    torch.testing.assert_close(torch.cat([b.clean_logits for b in probe.seen]), clean_logits)
 
 
 def test_an_attack_of_unknown_kind_is_refused(standard_model, mnist_test_batch):
     attack = FGSM(eps=0.1)
     attack.kind = "greybox"
     with pytest.raises(RobustlabError, match="kind 'greybox'"):
-        _run(standard_model, mnist_test_batch[0][:8], mnist_test_batch[1][:8], {"fgsm": attack})
+        _test(standard_model, mnist_test_batch[0][:8], mnist_test_batch[1][:8], attacks={"fgsm": attack})
 
 
-def test_save_adv_writes_every_sample_once(standard_model, mnist_test_batch, tmp_path):
-    from robustlab.attacks import ILLC
-
+def test_saved_examples_hold_every_sample_once(standard_model, mnist_test_batch, tmp_path):
     x, y = mnist_test_batch[0][::4], mnist_test_batch[1][::4]   # 50 samples, 2 per class
     attacks = {"fgsm": FGSM(eps=0.15), "illc": ILLC(eps=0.3, step=0.05, steps=10)}
-    callback = _run(standard_model, x, y, attacks, batch_size=16, metrics={"aldp": ALDp()}, save_adv=tmp_path / "adv")
-    results = callback.results["test"]["attacks"]
+    evaluations = {"attacks": AttackEvaluation({"aldp": ALDp()}), "save": SavedExamples(tmp_path / "adv")}
+    results = run_loop(standard_model, x, y, attacks, evaluations, 16).results["test"]["attacks"]
     for name in attacks:
         saved = torch.load(tmp_path / "adv" / f"{name}.pt", weights_only=True)
         assert set(saved) == {"x", "x_adv", "y", "success", "clean_pred", "adv_pred", "idx"} | (

@@ -1,17 +1,16 @@
-"""StructureCallback in a real Trainer (equal to direct metric runs, batch-size independent) and
+"""The structure evaluation in a real Trainer (equal to direct metric runs, batch-size independent) and
 report["structure"] from evaluate."""
-import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from robustlab.attacks import BIM, FGSM
-from robustlab.callbacks import AttackCallback, StructureCallback
-from robustlab.data.base import Indexed, TensorPairs
 from robustlab.evaluate import evaluate
+from robustlab.evaluation import Structure
 from robustlab.metrics import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
 from robustlab.metrics.coverage import layer_outputs, select_layers
-from tests.callbacks.test_coverage_callback import _data, _Tiny
+from tests.evaluation.helpers import Tiny as _Tiny
+from tests.evaluation.helpers import run_loop
+from tests.evaluation.helpers import tiny_data as _data
 from tests.helpers import make_cfg
 
 EBD_ARGS = {"directions": 2, "step": 0.5, "max_distance": 6.0}
@@ -24,12 +23,9 @@ def _ebd2():
 
 def _run(batch_size):
     x, y = _data(24)
-    attack = AttackCallback({"fgsm": FGSM(eps=0.2)}, stages=("test",), progress=False)
-    structure = StructureCallback(ebd=EBD_ARGS, ebd2=_ebd2(), eni=ENI_ARGS, seed=3, progress=False)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[attack, structure])
-    trainer.test(_Tiny(), DataLoader(Indexed(TensorPairs(x, y)), batch_size=batch_size), verbose=False)
-    return structure.results
+    structure = Structure(ebd=EBD_ARGS, ebd2=_ebd2(), eni=ENI_ARGS)
+    loop = run_loop(_Tiny(), x, y, {"fgsm": FGSM(eps=0.2)}, {"structure": structure}, batch_size, wrap=False, seed=3)
+    return loop.results["test"]["structure"]
 
 
 def test_results_equal_direct_metric_runs_and_ignore_batch_size():
@@ -53,9 +49,10 @@ def test_results_equal_direct_metric_runs_and_ignore_batch_size():
     assert results["ENI"] == pytest.approx(eni.compute().item())
     assert results["NeuronUncertainty"] == pytest.approx({k: v.item() for k, v in uncertainty.compute().items()})
     assert results["NeuronSensitivity"]["fgsm"] == pytest.approx({k: v.item() for k, v in sensitivity.compute().items()})
-    assert results["n_samples"] == 24
+    assert results["n_samples"] == 24 and set(results["seconds"]) == {"NeuronUncertainty", "NeuronSensitivity", "EBD",
+                                                                       "EBD2", "ENI"}
     again = _run(24)
-    assert again.keys() == results.keys()
+    assert again.keys() == results.keys() and all(v > 0 for v in results["seconds"].values())
     assert again["EBD"] == pytest.approx(results["EBD"]) and again["ENI"] == pytest.approx(results["ENI"])
     assert again["EBD2"] == results["EBD2"]   # iteration counts: exact
 

@@ -1,13 +1,13 @@
-"""The corruption callback inside a real Trainer: batch-size independence and direct recomputation."""
+"""The corruption evaluation inside a real Trainer: batch-size independence and direct recomputation."""
 import lightning as L
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from robustlab.callbacks.corruption_callback import CorruptionCallback, sample_generators
 from robustlab.corruptions import corrupt
-from robustlab.data.base import Indexed, TensorPairs
+from robustlab.evaluation import Corruption
+from robustlab.evaluation.corruption import sample_generators
+from tests.evaluation.helpers import run_loop
 
 
 class _Tiny(L.LightningModule):
@@ -29,14 +29,13 @@ def _data(n=50):
     return x, torch.randint(0, 3, (n,), generator=g)
 
 
-def _run(batch_size, **kwargs):
+def _run(batch_size, baseline=None):
     x, y = _data()
-    cb = CorruptionCallback(corruptions=("gaussian_noise", "fog", "contrast", "spatter"), severities=(1, 5),
-                            perturbations=("gaussian_noise", "rotate"), sequence_length=4, progress=False, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[cb])
-    trainer.test(_Tiny(), DataLoader(Indexed(TensorPairs(x, y)), batch_size=batch_size), verbose=False)
-    return cb.results
+    corruption = Corruption(corruptions=("gaussian_noise", "fog", "contrast", "spatter"), severities=(1, 5),
+                            perturbations=("gaussian_noise", "rotate"), sequence_length=4)
+    loop = run_loop(_Tiny(), x, y, evaluations={"corruption": corruption}, batch_size=batch_size, wrap=False,
+                    baseline=baseline)
+    return loop.results["test"]["corruption"]
 
 
 def test_batch_size_does_not_change_results():

@@ -1,24 +1,21 @@
-"""DetectionCallback: exact, batch-size independent FPR and detection-rate counts from the attack
-callback's last batch, and report["detection"] from an in-process evaluate."""
+"""The detection evaluation: exact, batch-size independent FPR and detection-rate counts on the batch record's
+adversarial examples, and report["detection"] from an in-process evaluate."""
 import json
 
-import lightning as L
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 import robustlab
-from robustlab.attacks import FGSM
-from robustlab.callbacks import AttackCallback, DetectionCallback
-from robustlab.data.base import Indexed, TensorPairs
-from robustlab.defenses import RobustClassifier
+from robustlab.attacks import FGSM, Attack
 from robustlab.evaluate import evaluate
+from robustlab.evaluation import Detection
+from robustlab.models.base import DetectorModel
 from robustlab.train import train
+from tests.evaluation.helpers import run_loop
 from tests.helpers import make_cfg
 
 
-class BrightnessDetector(nn.Module):
+class BrightnessDetector(DetectorModel):
     """Predicts class 1 for bright images; flags images whose mean exceeds 0.6."""
 
     def __init__(self):
@@ -33,27 +30,21 @@ class BrightnessDetector(nn.Module):
         return x.flatten(1).mean(1) > self.threshold
 
 
-class StandInAttackCallback(AttackCallback):
-    """Publishes ``last_batch`` as the attack callback does: "brighten" adds 0.3, "darken" subtracts 0.3."""
+class Shift(Attack):
+    """Adds ``shift`` to every pixel ("brighten" +0.3, "darken" -0.3)."""
 
-    def __init__(self):
-        super().__init__({"brighten": FGSM(), "darken": FGSM()}, stages=("test",), progress=False)
+    def __init__(self, shift: float):
+        super().__init__()
+        self.shift = shift
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        x, y, idx = batch
-        adv = {"brighten": (x + 0.3).clamp(0, 1), "darken": (x - 0.3).clamp(0, 1)}
-        with torch.no_grad():
-            success = {name: pl_module(a).argmax(1) != y for name, a in adv.items()}
-            self.last_batch = {"x": x, "y": y, "idx": idx, "clean_logits": pl_module(x), "adv": adv, "success": success}
+    def perturb(self, model, x, y, seeds, target=None):
+        return (x + self.shift).clamp(0, 1)
 
 
 def _run(x, y, batch_size):
-    callback = DetectionCallback()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=False, callbacks=[StandInAttackCallback(), callback])
-    trainer.test(RobustClassifier(BrightnessDetector()), DataLoader(Indexed(TensorPairs(x, y)), batch_size=batch_size),
-                 verbose=False)
-    return callback.results
+    loop = run_loop(BrightnessDetector(), x, y, {"brighten": Shift(0.3), "darken": Shift(-0.3)},
+                    {"detection": Detection()}, batch_size)
+    return loop.results["test"]["detection"]
 
 
 def test_counts_match_a_direct_computation():

@@ -1,0 +1,76 @@
+"""The evaluation interface: what every evaluation implements, and the context it is set up with."""
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from robustlab.attacks.base import Attack
+from robustlab.evaluation.record import BatchRecord, LayerRequests
+
+
+@dataclass
+class Context:
+    """What an evaluation may use: the ``trainer`` and evaluated ``module`` (in eval mode while evaluating),
+    the ``classifier`` it wraps (whose layers are read), the ``datamodule``, the ``stage`` ("test" or
+    "validate"), the ``attacks`` run on every batch, the run's ``seed`` and the ``baseline`` model (or None)."""
+
+    trainer: L.Trainer
+    module: nn.Module
+    classifier: nn.Module
+    datamodule: Any
+    stage: str
+    attacks: dict[str, Attack]
+    seed: int
+    baseline: nn.Module | None
+    requests: LayerRequests
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.device if hasattr(self.module, "device") else next(self.module.parameters()).device
+
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.classifier, "num_classes", None) or getattr(self.datamodule, "num_classes", None)
+
+    def request_layers(self, layers: Mapping[str, nn.Module], form: str = "raw") -> None:
+        """Ask for these layers' outputs on every image set (``"raw"`` or per-neuron ``"neurons"``): read them
+        with :meth:`BatchRecord.layer_outputs`, once per image set."""
+        self.requests.add(layers, form)
+
+
+class Evaluation:
+    """One evaluation of the test batches. The loop calls :meth:`setup` at the start of the stage,
+    :meth:`update` with every :class:`BatchRecord` and :meth:`results` at the end (on every process; results
+    are reduced over processes), then logs :meth:`scalars` and prints :meth:`summary`.
+
+    Its results go to ``report.json[name]``, ``name`` being its key in the ``evaluations`` config; an evaluation
+    that fills several top-level sections (or none: ``()``) names them in ``sections`` and returns ``{section:
+    value}``. An evaluation reads only the record and its own state, never another evaluation's."""
+
+    name: str = ""
+    sections: tuple[str, ...] | None = None
+
+    def report_sections(self) -> tuple[str, ...]:
+        """The top-level ``report.json`` keys this evaluation writes (``sections``, default its name)."""
+        return (self.name,) if self.sections is None else self.sections
+
+    def setup(self, context: Context) -> None:
+        """Prepare state for ``context.stage`` (metrics on ``context.device``, layer requests)."""
+
+    def update(self, record: BatchRecord) -> None:
+        raise NotImplementedError
+
+    def results(self) -> Any:
+        """The report section (plain Python values), reduced over processes; ``None`` for no section."""
+        raise NotImplementedError
+
+    def scalars(self, results: Any) -> dict[str, float]:
+        """Values for the loggers, keyed under the stage prefix (``test/<key>``)."""
+        return {}
+
+    def summary(self, results: Any) -> str | None:
+        """One line for the end-of-run summary."""
+        return None

@@ -1,0 +1,184 @@
+"""The evaluation loop: one Lightning callback that, on every validation and/or test batch, runs the attacks,
+builds the :class:`~robustlab.evaluation.record.BatchRecord` and hands it to every evaluation."""
+import time
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from robustlab.attacks.base import Attack
+from robustlab.errors import RobustlabError
+from robustlab.evaluation.base import Context, Evaluation
+from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
+from robustlab.progress import Progress
+from robustlab.utils import eval_mode
+
+STAGES = {"validate": "val", "test": "test"}
+
+
+def classifier(module: nn.Module) -> nn.Module:
+    """The network a robustlab LightningModule wraps (``.model``), whose layer names evaluations use."""
+    return getattr(module, "model", module)
+
+
+def summed(value: float, device: torch.device) -> float:
+    """``value`` summed over all processes."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    total = torch.tensor(float(value), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item()
+
+
+class EvaluationLoop(L.Callback):
+    """Runs ``attacks`` on every batch of ``stages`` and feeds ``evaluations`` (``{name: Evaluation}``; each
+    one's results go to ``results[stage][name]``, or to its own ``sections``).
+
+    Per batch it runs the evaluated module in eval mode (each submodule's own mode restored afterwards): the
+    clean logits come from the test step itself, hooked when evaluations read layer outputs; each attack runs
+    once, seeded per example from ``seed`` and the sample index (so results do not depend on batch size or
+    process count), and hands back its images, logits, success and counts. No evaluation reads another's
+    state. ``timings`` sums, over processes, the seconds each attack and evaluation took. Needs
+    ``Trainer(inference_mode=False)`` when there are attacks."""
+
+    def __init__(self, attacks: Mapping[str, Attack] | None = None, evaluations: Mapping[str, Evaluation] | None = None,
+                 stages: tuple[str, ...] = ("test",), seed: int = 0, progress: bool = True,
+                 baseline: nn.Module | None = None):
+        super().__init__()
+        self.attacks = dict(attacks or {})
+        self.evaluations = dict(evaluations or {})
+        for name, evaluation in self.evaluations.items():
+            if not isinstance(evaluation, Evaluation):
+                raise RobustlabError(f"evaluation {name!r} is a {type(evaluation).__name__}, not an Evaluation",
+                                     "give evaluations robustlab.evaluation.Evaluation subclasses")
+            evaluation.name = evaluation.name or name
+        self.stages, self.seed, self.progress, self.baseline = tuple(stages), int(seed), progress, baseline
+        self.results: dict[str, dict] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self._requests = LayerRequests()
+        self._capture = None
+
+    def _active(self, trainer: L.Trainer, stage: str) -> bool:
+        return stage in self.stages and not trainer.sanity_checking
+
+    def _start(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self._requests = LayerRequests()
+        if self.baseline is not None:
+            self.baseline = self.baseline.to(module.device).eval()
+        self._context = Context(trainer, module, classifier(module), trainer.datamodule, stage, self.attacks,
+                                self.seed, self.baseline, self._requests)
+        for evaluation in self.evaluations.values():
+            evaluation.setup(self._context)
+        self._spent = {"attacks": dict.fromkeys(self.attacks, 0.0), "evaluations": dict.fromkeys(self.evaluations, 0.0)}
+        batches = sum(trainer.num_test_batches if stage == "test" else trainer.num_val_batches)
+        tasks = [f"attack {name}" for name in self.attacks] + list(self.evaluations)
+        self._progress = Progress(batches, tasks, enabled=self.progress and stage == "test" and trainer.is_global_zero)
+
+    def _batch_start(self, module) -> None:
+        """Record the requested layers' outputs during the step's own clean forward pass."""
+        if self._requests.layers:
+            self._capture = self._requests.hooked()
+            self._store = self._capture.__enter__()
+
+    def _end_capture(self) -> dict | None:
+        """Remove the clean-pass hooks; the outputs they recorded, if any."""
+        if self._capture is None:
+            return None
+        self._capture.__exit__(None, None, None)
+        self._capture = None
+        return self._store
+
+    def _clean(self, module, outputs, x: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """The clean logits and requested layer outputs: the step's own, or one (hooked) pass here when the
+        step returned no logits."""
+        store = self._end_capture()
+        logits = outputs.get("logits") if isinstance(outputs, dict) else None
+        if logits is None:
+            self._batch_start(module)
+            with torch.no_grad():
+                logits = module(x)
+            store = self._end_capture()
+        return logits, store
+
+    def _batch(self, trainer, module, outputs, batch, stage: str) -> None:
+        x, y, idx = batch[0], batch[1], batch[2]
+        seeds = idx.long() + (self.seed << 32)
+        with eval_mode(module):
+            clean_logits, store = self._clean(module, outputs, x)
+            results = {}
+            for name, attack in self.attacks.items():
+                with self._progress.running(f"attack {name}"):
+                    results[name] = attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
+                self._spent["attacks"][name] += results[name].seconds
+            record = BatchRecord(stage, x, y, idx, seeds, clean_logits, results, module, self._requests, self.baseline)
+            if store is not None:
+                record.add_outputs(CLEAN, store)
+            for name, evaluation in self.evaluations.items():
+                with self._progress.running(name):
+                    start = time.perf_counter()
+                    evaluation.update(record)
+                    self._spent["evaluations"][name] += time.perf_counter() - start
+        self._progress.next_batch()
+
+    def _finish(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self._progress.close()
+        results, log = {}, {}
+        for name, evaluation in self.evaluations.items():
+            value = evaluation.results()
+            if value is None:
+                continue
+            results.update(value if evaluation.sections is not None else {evaluation.name: value})
+            log.update({f"{STAGES[stage]}/{k}": v for k, v in evaluation.scalars(value).items()})
+        self.results[stage] = results
+        self.timings[stage] = {kind: {name: summed(s, module.device) for name, s in spent.items()}
+                               for kind, spent in self._spent.items()}
+        if log:
+            module.log_dict(log, sync_dist=False, rank_zero_only=False)
+
+    def summary(self, stage: str = "test") -> list[str]:
+        """One line per evaluation that has one, from ``results[stage]``."""
+        results = self.results.get(stage, {})
+        lines = []
+        for evaluation in self.evaluations.values():
+            value = {s: results[s] for s in evaluation.report_sections() if s in results}
+            if value:
+                line = evaluation.summary(value if evaluation.sections is not None else value[evaluation.name])
+                lines += [line] if line else []
+        return lines
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._end_capture()
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        if self._active(trainer, "validate"):
+            self._start(trainer, pl_module, "validate")
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self._active(trainer, "validate"):
+            self._batch_start(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self._active(trainer, "validate"):
+            self._batch(trainer, pl_module, outputs, batch, "validate")
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if self._active(trainer, "validate"):
+            self._finish(trainer, pl_module, "validate")
+
+    def on_test_epoch_start(self, trainer, pl_module):
+        if self._active(trainer, "test"):
+            self._start(trainer, pl_module, "test")
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self._active(trainer, "test"):
+            self._batch_start(pl_module)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self._active(trainer, "test"):
+            self._batch(trainer, pl_module, outputs, batch, "test")
+
+    def on_test_epoch_end(self, trainer, pl_module):
+        if self._active(trainer, "test"):
+            self._finish(trainer, pl_module, "test")

@@ -1,0 +1,127 @@
+"""The batch record: everything the evaluation loop computed on one test (or validation) batch, shared by
+every evaluation, and the layer outputs it computes at most once per image set, on request."""
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robustlab.attacks.base import AttackResult
+from robustlab.errors import RobustlabError
+from robustlab.metrics.coverage import neuron_values
+
+CLEAN = "clean"
+
+
+class LayerRequests:
+    """The layers the evaluations read, by name, and in which form: ``"raw"`` (whole outputs) or ``"neurons"``
+    (one value per neuron, :func:`~robustlab.metrics.coverage.neuron_values`). One hooked forward pass per
+    image set records every requested layer in every requested form."""
+
+    def __init__(self):
+        self.layers: dict[str, nn.Module] = {}
+        self.forms: dict[str, set[str]] = {}
+        self.readers = 0
+
+    def add(self, layers: Mapping[str, nn.Module], form: str) -> None:
+        if form not in ("raw", "neurons"):
+            raise ValueError(f"unknown layer output form {form!r}")
+        for name, module in layers.items():
+            if self.layers.setdefault(name, module) is not module:
+                raise RobustlabError(f"two evaluations read different modules under the layer name {name!r}",
+                                     "select layers of the evaluated model by their named_modules() names")
+            self.forms.setdefault(name, set()).add(form)
+        self.readers += 1
+
+    @contextmanager
+    def hooked(self) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+        """While active, each requested layer's output (detached) goes into the yielded ``{form: {layer:
+        output}}``; a layer may run once per forward pass."""
+        store: dict[str, dict[str, torch.Tensor]] = {"raw": {}, "neurons": {}}
+
+        def hook(name: str) -> Callable:
+            def record(module, args, output):
+                if not isinstance(output, torch.Tensor):
+                    raise RobustlabError(f"layer {name!r} returns {type(output).__name__}, not a tensor",
+                                         "select layers whose output is one tensor")
+                if name in store["raw"] or name in store["neurons"]:
+                    raise RobustlabError(f"layer {name!r} ran twice in one forward pass",
+                                         "select layers that run once per forward (not a shared activation module)")
+                out = output.detach()
+                if "raw" in self.forms[name]:
+                    store["raw"][name] = out.clone()
+                if "neurons" in self.forms[name]:
+                    store["neurons"][name] = neuron_values(out).clone()
+            return record
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.layers.items()]
+        try:
+            yield store
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@dataclass
+class BatchRecord:
+    """One batch as every evaluation sees it: the clean images ``x`` in [0,1], labels ``y``, sample indices
+    ``idx`` (in the split), per-example ``seeds``, the model's ``clean_logits`` and, per attack, its
+    :class:`~robustlab.attacks.base.AttackResult` (images, logits, success, targets, counts, seconds).
+
+    :meth:`layer_outputs` gives the requested layers' outputs of the clean set or of one attack's set, from one
+    hooked forward pass per set, shared by every reader and dropped once each reader has taken it;
+    :meth:`baseline_logits` the baseline model's logits on the clean images, computed once."""
+
+    stage: str
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    seeds: torch.Tensor
+    clean_logits: torch.Tensor
+    attacks: dict[str, AttackResult]
+    model: nn.Module
+    requests: LayerRequests = field(default_factory=LayerRequests)
+    baseline: nn.Module | None = None
+    _outputs: dict[str, list] = field(default_factory=dict)
+    _baseline_logits: torch.Tensor | None = None
+
+    @property
+    def clean_pred(self) -> torch.Tensor:
+        return self.clean_logits.argmax(1)
+
+    def images(self, name: str) -> torch.Tensor:
+        """The clean images (``name="clean"``) or attack ``name``'s adversarial images."""
+        return self.x if name == CLEAN else self.attacks[name].x_adv
+
+    def add_outputs(self, name: str, store: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Take the layer outputs of image set ``name`` recorded elsewhere (the clean pass of the test step)."""
+        missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
+        if not missing:
+            self._outputs[name] = [store, self.requests.readers]
+
+    def layer_outputs(self, name: str, layers: Iterable[str], form: str = "raw") -> dict[str, torch.Tensor]:
+        """``{layer: output}`` of ``layers`` (requested at set-up, in this order) on image set ``name``, as
+        ``form``. Each reader takes each image set once."""
+        if name not in self._outputs:
+            with self.requests.hooked() as store, torch.no_grad():
+                self.model(self.images(name))
+            missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
+            if missing:
+                raise RobustlabError(f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses")
+            self._outputs[name] = [store, self.requests.readers]
+        entry = self._outputs[name]
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._outputs[name]
+        return {n: entry[0][form][n] for n in layers}
+
+    def baseline_logits(self) -> torch.Tensor:
+        """The baseline model's logits on the clean images (one forward pass per batch, shared)."""
+        if self.baseline is None:
+            raise RobustlabError("an evaluation needs the baseline model but none was given",
+                                 "add baseline=PATH, the checkpoint of the undefended model")
+        if self._baseline_logits is None:
+            with torch.no_grad():
+                self._baseline_logits = self.baseline(self.x)
+        return self._baseline_logits

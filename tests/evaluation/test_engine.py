@@ -1,0 +1,191 @@
+"""The evaluation engine: forward passes per batch under suite=full, a new evaluation added without touching
+existing code, unique report sections, progress inside a batch, and logger shutdown after a crash."""
+import hashlib
+import io
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from robustlab.attacks.base import Attack
+from robustlab.cli import robustlab_cause
+from robustlab.evaluate import evaluate
+from robustlab.evaluation import Evaluation
+from robustlab.progress import Progress, part, step
+from tests.helpers import make_cfg
+from tests.regression.cases import checkpoint
+
+
+def _rows(x: torch.Tensor) -> list[str]:
+    x = x.detach().float().contiguous().cpu()
+    return [hashlib.sha1(r.numpy().tobytes()).hexdigest() for r in x]
+
+
+class _PassCounter:
+    """Counts, per image (row hash), the forward passes of the evaluated network, split into those inside an
+    attack's ``run`` and those outside it, with or without gradients."""
+
+    def __init__(self):
+        self.passes = Counter()
+        self.in_attack = 0
+
+    def hook(self, module, args):
+        kind = ("attack" if self.in_attack else "engine") + ("+grad" if torch.is_grad_enabled() else "")
+        for h in _rows(args[0]):
+            self.passes[kind, h] += 1
+
+    def count(self, kind: str, images: torch.Tensor) -> Counter:
+        return Counter(self.passes[kind, h] for h in _rows(images))
+
+
+@pytest.fixture(scope="module")
+def counted_full_suite(tmp_path_factory):
+    """suite=full (with a baseline, every metric, save_adv) on the regression fixtures' PGD-AT model, one test
+    batch of 40 images, with every forward pass of the evaluated and the baseline network counted."""
+    import robustlab.checkpoint as ck
+    import robustlab.evaluate as ev
+
+    counter, baseline = _PassCounter(), _PassCounter()
+    built = ck.build_model
+    models = []
+
+    def build(ckpt):
+        model = built(ckpt)
+        model.register_forward_pre_hook((counter if not models else baseline).hook)
+        models.append(model)
+        return model
+
+    run = Attack.run
+
+    def counted_run(self, *args, **kwargs):
+        counter.in_attack += 1
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            counter.in_attack -= 1
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ck, "build_model", build)
+    mp.setattr(ev, "build_model", build)
+    mp.setattr(Attack, "run", counted_run)
+    out = tmp_path_factory.mktemp("counted")
+    try:
+        evaluate(make_cfg("eval", out, [f"ckpt={checkpoint('pgd_at')}", "logger=none", "progress=false",
+                                        "data.test_size=40", "suite=full", f"baseline={checkpoint('standard')}",
+                                        "save_adv=true"]))
+    finally:
+        mp.undo()
+    return counter, baseline, out
+
+
+def test_each_image_set_goes_through_the_model_once(counted_full_suite):
+    counter, baseline, out = counted_full_suite
+    saved = {name: torch.load(out / "adv" / f"{name}.pt", weights_only=True) for name in ("fgsm", "pgd_linf")}
+    x = saved["fgsm"]["x"]
+    # One clean pass without gradients outside the attacks: the test step's own, hooked for every layer reader
+    # (coverage, structure); corruption, defense utility, ENI and EBD reuse its logits.
+    assert counter.count("engine", x) == Counter({1: 40})
+    assert baseline.count("engine", x) == Counter({1: 40}), "the baseline's clean pass is shared"
+    for name, rows in saved.items():
+        moved = (rows["x_adv"] != rows["x"]).flatten(1).any(1)
+        x_adv = rows["x_adv"][moved]
+        assert len(x_adv) > 30
+        # Outside the attack: one hooked pass per adversarial set, shared by coverage and structure; nothing
+        # re-runs the model to learn the attack's logits or success.
+        assert counter.count("engine", x_adv) == Counter({1: len(x_adv)}), name
+        # Inside it: each returned image is evaluated at most once without gradients.
+        assert max(counter.count("attack", x_adv)) <= 1, name
+
+
+class MeanL2(Evaluation):
+    """A toy evaluation written against the engine alone: the mean L2 norm of the successful perturbations
+    of each attack."""
+
+    def setup(self, context):
+        self.sums = {name: torch.zeros(2, dtype=torch.float64) for name in context.attacks}
+
+    def update(self, record):
+        for name, result in record.attacks.items():
+            ok = result.success & (record.clean_pred == record.y)
+            norms = (result.x_adv - record.x)[ok].flatten(1).norm(dim=1)
+            self.sums[name] += torch.tensor([norms.sum().item(), float(ok.sum())], dtype=torch.float64)
+
+    def results(self):
+        return {name: (s[0] / s[1]).item() for name, s in self.sums.items()}
+
+
+def test_a_new_evaluation_needs_no_change_to_existing_code(tmp_path):
+    report = evaluate(make_cfg("eval", tmp_path, [
+        f"ckpt={checkpoint('standard')}", "logger=none", "progress=false", "data.test_size=30", "save_adv=true",
+        "+evaluations.mean_l2._target_=tests.evaluation.test_engine.MeanL2"]))
+    assert json.loads((tmp_path / "report.json").read_text())["mean_l2"] == report["mean_l2"]
+    for name in ("fgsm", "pgd_linf"):
+        saved = torch.load(tmp_path / "adv" / f"{name}.pt", weights_only=True)
+        ok = saved["success"]
+        expected = (saved["x_adv"] - saved["x"])[ok].flatten(1).norm(dim=1).double().mean().item()
+        assert report["mean_l2"][name] == pytest.approx(expected, rel=1e-6)
+    assert set(report["timings"]["evaluations"]) >= {"attacks", "mean_l2", "save_adv"}
+
+
+@pytest.mark.parametrize("name", ["attacks", "clean", "worst_case", "seed", "timings"])
+def test_a_report_section_claimed_twice_is_a_start_up_error(tmp_path, name):
+    with pytest.raises(Exception) as info:
+        evaluate(make_cfg("eval", tmp_path, [f"ckpt={checkpoint('standard')}", "logger=none",
+                                             f"+evaluations.{name}._target_=tests.evaluation.test_engine.MeanL2"]))
+    message = str(robustlab_cause(info.value))
+    assert f"report section {name!r}" in message and "fix: rename" in message and not (tmp_path / "report.json").exists()
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_reports_inside_a_batch_with_the_time_left():
+    stream = _Stream(tty=False)
+    progress = Progress(2, ["attack pgd", "coverage"], stream=stream, every=0.0)
+    with progress.running("attack pgd"):
+        for t in range(4):
+            step(t + 1, 4)
+    with progress.running("coverage"):
+        with part(0, 2):
+            step(1, 2)
+    assert progress.done() == pytest.approx(0.5)
+    progress.next_batch()
+    with progress.running("attack pgd"):
+        with part(1, 2):
+            step(1, 2)
+        assert 0.5 < progress.done() < 1
+    with progress.running("coverage"):
+        pass
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert any(line.startswith("progress: ") and "batch 1/2 attack pgd" in line and "left" in line for line in lines)
+    assert "attack pgd: 2 batch(es)" in stream.getvalue() and lines[-1].startswith("evaluated 2 batch(es) in ")
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue(), "no control characters in a log"
+    live = _Stream(tty=True)
+    bar = Progress(1, ["attack pgd"], stream=live)
+    with bar.running("attack pgd"):
+        step(1, 2)
+    bar.close()
+    assert "\r" in live.getvalue() and "evaluating" in live.getvalue()
+
+
+def test_a_crashed_evaluation_finishes_its_logger(tmp_path, monkeypatch):
+    import robustlab.tasks as tasks
+
+    finished = []
+    monkeypatch.setattr(tasks, "finish", lambda loggers, status="success": finished.append(status))
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("lightning.Trainer.test", crash)
+    with pytest.raises(RuntimeError, match="boom"):
+        evaluate(make_cfg("eval", tmp_path, [f"ckpt={checkpoint('standard')}", "logger=csv"]))
+    assert finished == ["failed"]
