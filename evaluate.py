@@ -1,4 +1,5 @@
 """Evaluate a checkpoint: ``python evaluate.py ckpt=PATH [attack=[fgsm,pgd_linf]] ...``."""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -1,4 +1,5 @@
 """Train a defense: ``python train.py [defense=pgd_at] [data=mnist5k] [model=mnist_cnn] ...``."""
+
 import hydra
 from omegaconf import DictConfig
 

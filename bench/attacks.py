@@ -12,6 +12,7 @@ first ``--aa-batch`` test images at eps 0.1, with torchattacks' AutoAttack(versi
 settings on both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Square 5000 queries
 with the schedule rescaled to the budget.
 """
+
 import argparse
 import statistics
 
@@ -46,9 +47,16 @@ def _trained_model(epochs: int, device) -> torch.nn.Module:
 
 
 def _autoattack_pair(model, x, y, eps: float, queries: int):
-    ours = AutoAttack(eps=eps, version="custom", attacks=[
-        APGD(eps=eps, steps=10), APGDT(eps=eps, steps=10, n_targets=9), FABT(eps=eps, steps=10, n_targets=9),
-        Square(eps=eps, n_queries=queries, rescale_schedule=True)])
+    ours = AutoAttack(
+        eps=eps,
+        version="custom",
+        attacks=[
+            APGD(eps=eps, steps=10),
+            APGDT(eps=eps, steps=10, n_targets=9),
+            FABT(eps=eps, steps=10, n_targets=9),
+            Square(eps=eps, n_queries=queries, rescale_schedule=True),
+        ],
+    )
     theirs = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
     theirs._autoattack.attacks[-1].n_queries = queries
     seeds = torch.arange(len(x))
@@ -79,19 +87,25 @@ def main() -> None:
             torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
 
     runs = {
-        "pgd_linf_10": (lambda: PGD(eps=eps, step=step, steps=k)(model, x, y),
-                        lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=k, random_start=True)(x, y)),
+        "pgd_linf_10": (
+            lambda: PGD(eps=eps, step=step, steps=k)(model, x, y),
+            lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=k, random_start=True)(x, y),
+        ),
         # torchattacks' CW always stops early once the summed loss stops falling (checked every
         # steps/10); ours with abort_early uses Carlini's stricter 0.01%-progress rule.
         "cw2_abort": (
-            lambda: CW2(kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=True,
-                        targeted=False)(model, x, y),
-            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y)),
+            lambda: CW2(
+                kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=True, targeted=False
+            )(model, x, y),
+            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y),
+        ),
         # Ours running every step, against the same torchattacks run: an upper bound on our cost.
         "cw2_no_abort": (
-            lambda: CW2(kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=False,
-                        targeted=False)(model, x, y),
-            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y)),
+            lambda: CW2(
+                kappa=0, c0=1.0, lr=0.01, steps=args.cw_steps, binary_steps=1, abort_early=False, targeted=False
+            )(model, x, y),
+            lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y),
+        ),
     }
     times = {name: ([], []) for name in runs}
     floor = []
@@ -104,23 +118,27 @@ def main() -> None:
                 times[name][side].append(timed(pair[side], device))
     aa_model = _trained_model(args.aa_epochs, device)
     test = MNIST5k().load("test")
-    pick = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))[:args.aa_batch]
+    pick = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(0))[: args.aa_batch]
     x_aa, y_aa = test.x[pick].to(device), torch.as_tensor(test.y[pick]).to(device)
     aa = _autoattack_pair(aa_model, x_aa, y_aa, 0.1, args.aa_queries)
     times["autoattack"] = ([], [])
     for r in range(args.aa_repeats):
         for side in _order(r):
             times["autoattack"][side].append(timed(aa[side], device))
-    print(f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
-          f"threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(
+        f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
+        f"threads {torch.get_num_threads()}, median of {args.repeats}"
+    )
     print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")
     for name, (ours, theirs) in times.items():
         o, t = statistics.median(ours), statistics.median(theirs)
         print(f"{name:<14}{o:>10.3f}{t:>18.3f}{o / t:>8.2f}")
     with torch.no_grad():
         clean = (aa_model(x_aa).argmax(1) == y_aa).float().mean().item()
-    print(f"autoattack: trained CNN ({args.aa_epochs} epochs, clean accuracy {clean:.3f}), {args.aa_batch} test "
-          f"images, eps 0.1, median of {args.aa_repeats}")
+    print(
+        f"autoattack: trained CNN ({args.aa_epochs} epochs, clean accuracy {clean:.3f}), {args.aa_batch} test "
+        f"images, eps 0.1, median of {args.aa_repeats}"
+    )
     bare = statistics.median(floor)
     pgd = statistics.median(times["pgd_linf_10"][0])
     print(f"PGD-{k} / {k} bare forward+backward passes: {pgd:.3f} / {bare:.3f} = {pgd / bare:.2f}")

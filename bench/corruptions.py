@@ -9,6 +9,7 @@ numba compilation, and our per-size caches (filter operators, inversion tables, 
 Both libraries run with their default thread counts (torch's and OpenCV's, the reference's only threaded
 library: one per core); ``--threads N`` sets both to N (``--threads 1``: a single-core comparison).
 """
+
 import argparse
 import warnings
 
@@ -23,7 +24,7 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 8, 8, generator=g)
     x = torch.nn.functional.interpolate(coarse, size=32, mode="bicubic", align_corners=False)
-    return (torch.round((x + 0.1 * torch.rand(n, 3, 32, 32, generator=g)).clamp(0, 1) * 255) / 255)
+    return torch.round((x + 0.1 * torch.rand(n, 3, 32, 32, generator=g)).clamp(0, 1) * 255) / 255
 
 
 def timed(fn) -> float:
@@ -37,7 +38,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--params", default="imagenet", choices=["imagenet", "cifar"])
     parser.add_argument("--threads", type=int, help="torch and OpenCV threads (default: each library's own)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side and corruption; the fastest is kept")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per side and corruption; the fastest is kept"
+    )
     args = parser.parse_args()
     import cv2
     from imagecorruptions import corrupt as reference
@@ -53,15 +56,22 @@ def main() -> None:
     for name in CORRUPTIONS:
         for s in range(1, 6):
             corrupt(x[:8], name, s, torch.Generator().manual_seed(s), params=args.params)
-    print(f"{args.n} images 32x32, params={args.params}, torch threads {torch.get_num_threads()}, "
-          f"OpenCV threads {cv2.getNumThreads()}, fastest of {args.repeats}")
+    print(
+        f"{args.n} images 32x32, params={args.params}, torch threads {torch.get_num_threads()}, "
+        f"OpenCV threads {cv2.getNumThreads()}, fastest of {args.repeats}"
+    )
     print(f"{'corruption':20s} {'ours img/s':>11s} {'ref img/s':>10s} {'speed-up':>9s}")
     total_ours = total_ref = 0.0
     for name in CORRUPTIONS:
-        ours = min(timed(lambda: [corrupt(x, name, s, torch.Generator().manual_seed(s), params=args.params)
-                                  for s in range(1, 6)]) for _ in range(args.repeats))
-        ref = min(timed(lambda: [reference(a, s, name) for s in range(1, 6) for a in arrays])
-                  for _ in range(args.repeats))
+        ours = min(
+            timed(
+                lambda: [corrupt(x, name, s, torch.Generator().manual_seed(s), params=args.params) for s in range(1, 6)]
+            )
+            for _ in range(args.repeats)
+        )
+        ref = min(
+            timed(lambda: [reference(a, s, name) for s in range(1, 6) for a in arrays]) for _ in range(args.repeats)
+        )
         total_ours, total_ref = total_ours + ours, total_ref + ref
         n = 5 * args.n
         print(f"{name:20s} {n / ours:11.0f} {n / ref:10.0f} {ref / ours:8.1f}x", flush=True)

@@ -16,6 +16,7 @@ logger and progress bar off) and through a plain loop doing the same work (PGD-7
 mode, forward/backward on them, Adam step, same data loader), interleaved, median of
 ``--repeats``; goal: ratio <= 1.1. ``--quick`` shrinks everything for a smoke test.
 """
+
 import argparse
 import os
 import statistics
@@ -43,7 +44,7 @@ def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float
     def run():
         nonlocal robust
         for i in range(0, len(x), batch):
-            xb, yb, sb = x[i:i + batch], y[i:i + batch], seeds[i:i + batch]
+            xb, yb, sb = x[i : i + batch], y[i : i + batch], seeds[i : i + batch]
             result = attack.run(model, xb, yb, seeds=sb)
             robust += int(((model(xb).argmax(1) == yb) & (result.logits.argmax(1) == yb)).sum())
 
@@ -53,17 +54,29 @@ def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float
 
 def defense_table(args, out: Path) -> None:
     test = MNIST5k().load("test")
-    x, y = test.x[:args.test_size], test.y[:args.test_size]
+    x, y = test.x[: args.test_size], test.y[: args.test_size]
     seeds = torch.arange(len(y))
     pgd = PGD(eps=0.3, step=0.01, steps=40, random_start=True)
     square = Square(eps=0.3, n_queries=args.queries)
-    print(f"MNIST-5k, MNIST CNN, {args.epochs} epoch(s) on {args.train_size or 3500} images each; "
-          f"{len(x)} test images; threads {torch.get_num_threads()}", flush=True)
-    print(f"{'defense':<14}{'clean':>8}{'PGD-40':>9}{'Square':>9}{'train s':>9}{'PGD s':>8}{'Square s':>10}", flush=True)
+    print(
+        f"MNIST-5k, MNIST CNN, {args.epochs} epoch(s) on {args.train_size or 3500} images each; "
+        f"{len(x)} test images; threads {torch.get_num_threads()}",
+        flush=True,
+    )
+    print(
+        f"{'defense':<14}{'clean':>8}{'PGD-40':>9}{'Square':>9}{'train s':>9}{'PGD s':>8}{'Square s':>10}", flush=True
+    )
     for name in DEFENSES:
-        overrides = [f"defense={name}", f"trainer.max_epochs={args.epochs}", "logger=none", "attack=[]",
-                     "test=false", "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
-                     f"paths.output_dir={out / name}"]
+        overrides = [
+            f"defense={name}",
+            f"trainer.max_epochs={args.epochs}",
+            "logger=none",
+            "attack=[]",
+            "test=false",
+            "++trainer.enable_progress_bar=false",
+            "++trainer.enable_model_summary=false",
+            f"paths.output_dir={out / name}",
+        ]
         if args.train_size:
             overrides.append(f"data.train_size={args.train_size}")
         summary = {}
@@ -73,8 +86,9 @@ def defense_table(args, out: Path) -> None:
             clean = (model(x).argmax(1) == y).float().mean().item()
         pgd_acc, pgd_s = robust_accuracy(model, pgd, x, y, seeds)
         sq_acc, sq_s = robust_accuracy(model, square, x, y, seeds)
-        print(f"{name:<14}{clean:>8.3f}{pgd_acc:>9.3f}{sq_acc:>9.3f}{seconds:>9.0f}{pgd_s:>8.0f}{sq_s:>10.0f}",
-              flush=True)
+        print(
+            f"{name:<14}{clean:>8.3f}{pgd_acc:>9.3f}{sq_acc:>9.3f}{seconds:>9.0f}{pgd_s:>8.0f}{sq_s:>10.0f}", flush=True
+        )
 
 
 def overhead(args) -> None:
@@ -82,9 +96,18 @@ def overhead(args) -> None:
 
     from robustlab.defenses import PGDAdversarialTraining
 
-    cfg = compose_config("train", ["defense=pgd_at", "logger=none", "attack=[]", "trainer.max_epochs=1",
-                         "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false",
-                         *([f"data.train_size={args.train_size}"] if args.train_size else [])])
+    cfg = compose_config(
+        "train",
+        [
+            "defense=pgd_at",
+            "logger=none",
+            "attack=[]",
+            "trainer.max_epochs=1",
+            "++trainer.enable_progress_bar=false",
+            "++trainer.enable_model_summary=false",
+            *([f"data.train_size={args.train_size}"] if args.train_size else []),
+        ],
+    )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
 
@@ -92,8 +115,7 @@ def overhead(args) -> None:
         L.seed_everything(0, verbose=False)
         module = instantiate(cfg.defense, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
         assert isinstance(module, PGDAdversarialTraining)
-        trainer = instantiate(cfg.trainer, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                              callbacks=[])
+        trainer = instantiate(cfg.trainer, limit_val_batches=0, logger=False, enable_checkpointing=False, callbacks=[])
         return timed(lambda: trainer.fit(module, train_dataloaders=datamodule.train_dataloader()))
 
     def plain_epoch() -> float:
@@ -121,9 +143,12 @@ def overhead(args) -> None:
         ours.append(lightning_epoch())
         plain.append(plain_epoch())
     ours_s, plain_s = statistics.median(ours), statistics.median(plain)
-    print(f"\npgd_at, one epoch ({len(datamodule.train_dataloader())} batches of {datamodule.batch_size}), "
-          f"median of {args.repeats}: Lightning {ours_s:.2f}s, plain loop {plain_s:.2f}s, "
-          f"ratio {ours_s / plain_s:.3f} (goal <= 1.1)", flush=True)
+    print(
+        f"\npgd_at, one epoch ({len(datamodule.train_dataloader())} batches of {datamodule.batch_size}), "
+        f"median of {args.repeats}: Lightning {ours_s:.2f}s, plain loop {plain_s:.2f}s, "
+        f"ratio {ours_s / plain_s:.3f} (goal <= 1.1)",
+        flush=True,
+    )
 
 
 def main() -> None:

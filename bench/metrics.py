@@ -18,6 +18,7 @@ one-step FGSM examples), streamed over 1k and 10k images (the 5000 MNIST-5k imag
 10k - 1k difference (goal: flat), next to the bytes held by all metric states, which do not depend on the
 number of images.
 """
+
 import argparse
 import contextlib
 import io
@@ -68,17 +69,34 @@ def stream_rss(ckpt: str, n: int, suite: bool) -> tuple[int, int]:
     import torch.nn.functional as F
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
     from robustlab.checkpoint import build_model, read_checkpoint
     from robustlab.data import MNIST5k
-    from robustlab.metrics import ENI, KMNCov, NBCov, NeuronProfile, NeuronSensitivity, NeuronUncertainty, SNACov, TKNCov
+    from robustlab.metrics import (
+        ENI,
+        KMNCov,
+        NBCov,
+        NeuronProfile,
+        NeuronSensitivity,
+        NeuronUncertainty,
+        SNACov,
+        TKNCov,
+    )
     from robustlab.metrics.coverage import layer_outputs, neuron_values, profile_path, select_layers
 
     model = build_model(read_checkpoint(ckpt)).eval()
     layers = select_layers(model)
     profile = NeuronProfile.load(profile_path(ckpt)).restrict(layers)
     coverage = [KMNCov(profile, 10), NBCov(profile), SNACov(profile), TKNCov(profile, 2)]
-    aue = [instantiate(node) for f in sorted((CONFIG_DIR / "metric").glob("*.yaml"))
-           for node in OmegaConf.load(f).values()] if suite else []
+    aue = (
+        [
+            instantiate(node)
+            for f in sorted((CONFIG_DIR / "metric").glob("*.yaml"))
+            for node in OmegaConf.load(f).values()
+        ]
+        if suite
+        else []
+    )
     eni, sens, unc = ENI(eps=0.3, samples=10), NeuronSensitivity(list(layers)), NeuronUncertainty(list(layers))
     data = MNIST5k()
     pool = [data.load("train"), data.load("test")]
@@ -90,7 +108,7 @@ def stream_rss(ckpt: str, n: int, suite: bool) -> tuple[int, int]:
             m.update(layer_outputs(model, x, layers, reduce=neuron_values))
         if suite:
             xr = x.clone().requires_grad_(True)
-            grad, = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
             x_adv = (x + 0.3 * grad.sign()).clamp(0, 1)
             with torch.no_grad():
                 clean_logits, adv_logits = model(x), model(x_adv)
@@ -112,7 +130,9 @@ def rss(ckpt: str, n: int, suite: bool) -> tuple[int, int]:
     """Through ``sh ... & wait``: a child spawned straight from this big process inherits its ru_maxrss."""
     cmd = ["/bin/sh", "-c", '"$@" & wait $!', "sh", sys.executable, __file__, "--rss", str(n), "--ckpt", ckpt]
     cmd += ["--suite"] if suite else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     peak, state = out.stdout.split()[-2:]
     return int(peak), int(state)
 
@@ -138,8 +158,18 @@ def main() -> None:
     ckpt = args.ckpt
     if ckpt is None:
         extra = ["data.train_size=500"] if args.quick else []
-        cfg = compose("train", workdir, ["defense=standard", f"trainer.max_epochs={args.epochs}", "attack=[]",
-                                          "test=false", "+trainer.enable_progress_bar=false", *extra])
+        cfg = compose(
+            "train",
+            workdir,
+            [
+                "defense=standard",
+                f"trainer.max_epochs={args.epochs}",
+                "attack=[]",
+                "test=false",
+                "+trainer.enable_progress_bar=false",
+                *extra,
+            ],
+        )
         with contextlib.redirect_stdout(io.StringIO()):
             ckpt = train(cfg)["checkpoint"]
     timed_eval(ckpt, n, ["suite=coverage"])  # warm-up; caches the coverage profile
@@ -157,25 +187,36 @@ def timings(ckpt: str, n: int, repeats: int) -> None:
                 t[name] = min(t[name], timed_eval(ckpt, n, overrides))
     t.update({name: timed_eval(ckpt, n, RUNS[name]) for name in searches})
     base, full = t["robust accuracy only"], t["full suite without EBD and EBD-2"]
-    print(f"PGD-10 (linf, eps 0.3, step 0.01, random start), {n} MNIST-5k test images, DEEPSEC MNIST CNN, "
-          f"threads {torch.get_num_threads()}, fastest of {repeats} (EBD rows: one run), evaluate() wall time")
+    print(
+        f"PGD-10 (linf, eps 0.3, step 0.01, random start), {n} MNIST-5k test images, DEEPSEC MNIST CNN, "
+        f"threads {torch.get_num_threads()}, fastest of {repeats} (EBD rows: one run), evaluate() wall time"
+    )
     print(f"{'run':<50}{'seconds':>9}{'ratio':>8}{'extra s':>9}")
     for name, s in t.items():
         print(f"{name:<50}{s:>9.2f}{s / base:>8.2f}{s - base:>9.2f}")
-    pieces = {"AUE metrics": t["AUE metrics"] - base, "coverage": t["coverage"] - base,
-              "ENI": t["ENI (+ neuron sens./unc.)"] - t["neuron sensitivity/uncertainty"],
-              "neuron sensitivity/uncertainty": t["neuron sensitivity/uncertainty"] - base}
-    print(f"overhead ratio, EBD and EBD-2 excluded: {full / base:.2f}x (goal <= 1.3x); pieces (extra s): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in pieces.items()))
+    pieces = {
+        "AUE metrics": t["AUE metrics"] - base,
+        "coverage": t["coverage"] - base,
+        "ENI": t["ENI (+ neuron sens./unc.)"] - t["neuron sensitivity/uncertainty"],
+        "neuron sensitivity/uncertainty": t["neuron sensitivity/uncertainty"] - base,
+    }
+    print(
+        f"overhead ratio, EBD and EBD-2 excluded: {full / base:.2f}x (goal <= 1.3x); pieces (extra s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in pieces.items())
+    )
 
 
 def memory(ckpt: str, sizes: tuple[int, int]) -> None:
-    print(f"peak RSS (MiB, fresh process per cell) and metric state (bytes), streamed MNIST-5k images: "
-          f"{sizes[0]} / {sizes[1]} / difference")
+    print(
+        f"peak RSS (MiB, fresh process per cell) and metric state (bytes), streamed MNIST-5k images: "
+        f"{sizes[0]} / {sizes[1]} / difference"
+    )
     for label, suite in (("coverage metrics", False), ("suite metrics (cov+AUE+ENI+NS/NU)", True)):
         (small, s_small), (big, s_big) = rss(ckpt, sizes[0], suite), rss(ckpt, sizes[1], suite)
-        print(f"{label:<40}{small / 1024:>9.1f}{big / 1024:>9.1f}{(big - small) / 1024:>+9.1f}   "
-              f"state {s_small} / {s_big} bytes")
+        print(
+            f"{label:<40}{small / 1024:>9.1f}{big / 1024:>9.1f}{(big - small) / 1024:>+9.1f}   "
+            f"state {s_small} / {s_big} bytes"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Reading robustlab checkpoints safely (``weights_only=True``) and rebuilding their model."""
+
 import pickle
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise RobustlabError(f"{path} holds pickled Python objects, refused unloaded (weights_only=True)",
-                             "use a checkpoint written by robustlab's train.py, or re-save plain tensors") from None
+        raise RobustlabError(
+            f"{path} holds pickled Python objects, refused unloaded (weights_only=True)",
+            "use a checkpoint written by robustlab's train.py, or re-save plain tensors",
+        ) from None
     except Exception as err:  # torch.load raises many types on foreign files
         reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise RobustlabError(f"{path} is not a readable PyTorch checkpoint ({reason})",
-                             "pass a .ckpt written by robustlab's train.py") from None
+        raise RobustlabError(
+            f"{path} is not a readable PyTorch checkpoint ({reason})", "pass a .ckpt written by robustlab's train.py"
+        ) from None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
-        raise RobustlabError(f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
-                             "pass a .ckpt written by robustlab's train.py")
+        raise RobustlabError(
+            f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
+            "pass a .ckpt written by robustlab's train.py",
+        )
     upgrade(ckpt[META_KEY])
     return ckpt
 
@@ -52,7 +58,7 @@ def upgrade(meta: dict[str, Any]) -> None:
 
 
 def _weights(ckpt: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
 
 def build_model(ckpt: dict[str, Any]) -> nn.Module:

@@ -1,4 +1,5 @@
 """Command-line plumbing: one-line errors for bad overrides and bad input, never a traceback."""
+
 import functools
 import re
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -43,18 +45,41 @@ def describe_config_error(err: Exception, script: str) -> str:
     first = str(err).strip().splitlines()[0]
     if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):
         key = getattr(cause, "full_key", "") or first
-        return (f"unknown config key {key!r}; fix: check its spelling against "
-                f"`python {script} --cfg job`, or add a new key with a leading '+'")
+        return (
+            f"unknown config key {key!r}; fix: check its spelling against "
+            f"`python {script} --cfg job`, or add a new key with a leading '+'"
+        )
     return f"{first}; fix: see `python {script} --help` for the available groups and keys"
 
 
+def sweep_variants(overrides: list[str]) -> list[list[str]]:
+    """The single-run override lists that check a multirun's ``overrides``: every value of every sweep
+    (``ckpt=A,B``, ``seed=range(0,3)``) once, the other sweeps at their first value."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    first = [
+        f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
+        for o in parsed
+    ]
+    variants = [first]
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            variants += [
+                [*first[:i], f"{o.get_key_element()}={v}", *first[i + 1 :]] for v in list(o.sweep_string_iterator())[1:]
+            ]
+    return variants
+
+
 def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
-    """Compose the config once with the command-line overrides; exit with one line if it fails."""
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    """Compose the config with the command-line overrides (each job's, for a ``-m`` multirun); exit with one
+    line if it fails."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = [a for a in argv if not a.startswith("-")]
     overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
     try:
+        runs = sweep_variants(overrides) if {"-m", "--multirun"} & set(argv) else [overrides]
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            compose(config_name=config_name, overrides=overrides)
+            for run in runs:
+                compose(config_name=config_name, overrides=run)
     except (HydraException, OmegaConfBaseException) as err:
         fail(describe_config_error(err, Path(sys.argv[0]).name))
 

@@ -1,4 +1,5 @@
 """The evaluate task: rebuild a model from its checkpoint alone and evaluate it on its test split."""
+
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,17 @@ from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
 from robustlab.models.base import detector
-from robustlab.tasks import (check_compatible, log_run_info, logged_run, make_attacks, make_metrics, make_trainer, plain,
-                             say, write_json)
+from robustlab.tasks import (
+    check_compatible,
+    log_run_info,
+    logged_run,
+    make_attacks,
+    make_metrics,
+    make_trainer,
+    plain,
+    say,
+    write_json,
+)
 
 #: The top-level report keys the task itself writes; evaluations own the others.
 HEADER = ("checkpoint", "defense_name", "data", "model", "seed", "world_size", "attack_params", "adaptive", "timings")
@@ -38,26 +48,38 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_compatible(net, datamodule)
     module = RobustClassifier(net)
     configured = make_attacks(cfg.get("attack"))
-    attacks = {name: adapt(attack, net, cfg.get("eot_samples", EOT_SAMPLES)) if cfg.get("adaptive", True) else attack
-               for name, attack in configured.items()}
+    attacks = {
+        name: adapt(attack, net, cfg.get("eot_samples", EOT_SAMPLES)) if cfg.get("adaptive", True) else attack
+        for name, attack in configured.items()
+    }
     evaluations = _evaluations(cfg, net)
     baseline = _baseline(cfg.baseline, datamodule) if cfg.get("baseline") else None
-    loop = EvaluationLoop(attacks, evaluations, stages=("test",), seed=cfg.seed, progress=cfg.get("progress", True),
-                          baseline=baseline)
+    loop = EvaluationLoop(
+        attacks, evaluations, stages=("test",), seed=cfg.seed, progress=cfg.get("progress", True), baseline=baseline
+    )
     report_path = Path(cfg.paths.output_dir) / "report.json"
     with logged_run(cfg) as loggers:
         trainer = make_trainer(cfg, loop, loggers)
-        say(trainer, f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
-                     f"attacks: {', '.join(attacks) or 'none'}")
+        say(
+            trainer,
+            f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
+            f"attacks: {', '.join(attacks) or 'none'}",
+        )
         trainer.test(module, datamodule=datamodule, verbose=False)
         results = loop.results["test"]
-        report = {"checkpoint": str(Path(cfg.ckpt).resolve()), "defense_name": meta.get("defense"),
-                  "data": datamodule.name, "model": meta["model"].get("_target_"), "seed": int(cfg.seed),
-                  "world_size": trainer.world_size, **{k: results[k] for k in AttackEvaluation.sections if k in results},
-                  "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()},
-                  "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
-                  **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
-                  "timings": loop.timings["test"]}
+        report = {
+            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "defense_name": meta.get("defense"),
+            "data": datamodule.name,
+            "model": meta["model"].get("_target_"),
+            "seed": int(cfg.seed),
+            "world_size": trainer.world_size,
+            **{k: results[k] for k in AttackEvaluation.sections if k in results},
+            "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()},
+            "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
+            **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
+            "timings": loop.timings["test"],
+        }
         if trainer.is_global_zero:
             write_json(report_path, report)
             log_run_info(loggers, {"checkpoint": report["checkpoint"], "report": str(report_path.resolve())})
@@ -77,14 +99,18 @@ def _evaluations(cfg: DictConfig, net: nn.Module) -> dict[str, Evaluation]:
             continue
         evaluation = instantiate(node)
         if not isinstance(evaluation, Evaluation):
-            raise RobustlabError(f"evaluations.{name} is a {type(evaluation).__name__}, not an evaluation",
-                                 f"give evaluations.{name}._target_ a robustlab.evaluation.Evaluation subclass")
+            raise RobustlabError(
+                f"evaluations.{name} is a {type(evaluation).__name__}, not an evaluation",
+                f"give evaluations.{name}._target_ a robustlab.evaluation.Evaluation subclass",
+            )
         evaluation.name = name
         for section in evaluation.report_sections():
             if section in owners or name in evaluations:
-                raise RobustlabError(f"evaluations.{name} writes report section {section!r}, which "
-                                     f"{owners.get(section, 'another evaluation')} writes too",
-                                     f"rename evaluations.{name} (report sections must be unique)")
+                raise RobustlabError(
+                    f"evaluations.{name} writes report section {section!r}, which "
+                    f"{owners.get(section, 'another evaluation')} writes too",
+                    f"rename evaluations.{name} (report sections must be unique)",
+                )
             owners[section] = f"evaluations.{name}"
         evaluations[name] = evaluation
     if detector(net) is not None and "detection" not in owners:
@@ -98,6 +124,7 @@ def _baseline(path: str, datamodule) -> nn.Module:
     try:
         check_compatible(model, datamodule)
     except RobustlabError as error:
-        raise RobustlabError(f"baseline={path}: {error.problem}",
-                             f"give baseline= a checkpoint trained on {datamodule.name}") from None
+        raise RobustlabError(
+            f"baseline={path}: {error.problem}", f"give baseline= a checkpoint trained on {datamodule.name}"
+        ) from None
     return model

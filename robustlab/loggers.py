@@ -1,4 +1,5 @@
 """Experiment loggers: Weights & Biases, online with a login, otherwise offline."""
+
 import netrc
 import os
 

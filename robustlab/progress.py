@@ -1,5 +1,6 @@
 """Progress of a long evaluation, reported from inside a batch: attacks and evaluations call :func:`step` in
 their loops; the evaluation loop owns the one active :class:`Progress` (rank zero only)."""
+
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -55,8 +56,18 @@ class Progress:
         self.start = self.last_line = time.perf_counter()
         self.task_start = self.start
         self.terminal = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.bar = tqdm(total=100.0, desc="evaluating", file=self.stream, dynamic_ncols=True, leave=True,
-                        bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}") if self.terminal else None
+        self.bar = (
+            tqdm(
+                total=100.0,
+                desc="evaluating",
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=True,
+                bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}",
+            )
+            if self.terminal
+            else None
+        )
 
     def _weights(self) -> dict[str, float]:
         if self.batch == 0 or not any(self.spent.values()):
@@ -106,8 +117,9 @@ class Progress:
     def _status(self) -> str:
         left = self.left()
         task = f" {self.task}" if self.task else ""
-        return (f"batch {min(self.batch + 1, self.batches)}/{self.batches}{task}" +
-                (f", {_clock(left)} left" if left is not None else ""))
+        return f"batch {min(self.batch + 1, self.batches)}/{self.batches}{task}" + (
+            f", {_clock(left)} left" if left is not None else ""
+        )
 
     def _show(self) -> None:
         if not self.enabled:

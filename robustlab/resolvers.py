@@ -10,6 +10,7 @@ Every data config states its ``threat`` budgets (eps per norm and the convention
 
 Evaluation resolves them against the checkpoint's own data config.
 """
+
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,9 +31,11 @@ def budget(key: str, factor: float = 1.0, *, _root_: DictConfig) -> float:
     data, name = _data(_root_)
     value = (data.get("threat") or {}).get(key)
     if value is None:
-        raise RobustlabError(f"data {name} states no {key} budget",
-                             f"set data.threat.{key}=<value> (a data config lists its budgets under threat: "
-                             f"{', '.join(BUDGETS)}), or the attack's own eps and step on the command line")
+        raise RobustlabError(
+            f"data {name} states no {key} budget",
+            f"set data.threat.{key}=<value> (a data config lists its budgets under threat: "
+            f"{', '.join(BUDGETS)}), or the attack's own eps and step on the command line",
+        )
     return float(value) * factor if factor != 1.0 else value
 
 
@@ -41,9 +44,11 @@ def mnist_cifar(mnist_value: Any, cifar_value: Any, *, _root_: DictConfig) -> An
     data, name = _data(_root_)
     family = data.get("family")
     if family is None:
-        raise RobustlabError(f"data {name} states no family for the papers' default settings",
-                             f"set data.family=<{'|'.join(FAMILIES)}>, or the attack's or defense's settings "
-                             "explicitly on the command line")
+        raise RobustlabError(
+            f"data {name} states no family for the papers' default settings",
+            f"set data.family=<{'|'.join(FAMILIES)}>, or the attack's or defense's settings "
+            "explicitly on the command line",
+        )
     return mnist_value if family == "mnist" else cifar_value
 
 

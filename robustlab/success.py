@@ -1,4 +1,5 @@
 """What counts as a successful attack, defined once for attacks, metrics and evaluations."""
+
 import torch
 
 
@@ -8,8 +9,9 @@ def goal_met(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = 
     return pred == target if target is not None else pred != y
 
 
-def attack_success(clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor,
-                   target: torch.Tensor | None = None) -> torch.Tensor:
+def attack_success(
+    clean_pred: torch.Tensor, adv_pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per example, success as DEEPSEC's MR counts it: the clean prediction is correct and the adversarial
     one meets the goal (:func:`goal_met`)."""
     return (clean_pred == y) & goal_met(adv_pred, y, target)

@@ -1,4 +1,5 @@
 """Pieces shared by the train and evaluate tasks: instantiation, checks and loggers."""
+
 import json
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,8 @@ def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
             f"model {type(model).__name__} expects {want[0]}x{want[1]}x{want[1]} images and {want[2]} classes but "
             f"data {data.name} has {have[0]}x{have[1]}x{have[1]} and {have[2]}",
             f"pick a model made for {data.name} (model=mnist_cnn for 1x28x28, model=resnet20 for 3x32x32) or set "
-            f"model.in_channels={have[0]} model.image_size={have[1]} model.num_classes={have[2]}")
+            f"model.in_channels={have[0]} model.image_size={have[1]} model.num_classes={have[2]}",
+        )
 
 
 def plain(cfg: Any) -> Any:
@@ -48,8 +50,10 @@ def make_metrics(cfg: DictConfig | None) -> dict[str, AttackMetric]:
     metrics = {name: instantiate(node) for name, node in (cfg or {}).items() if node is not None}
     for name, metric in metrics.items():
         if not isinstance(metric, AttackMetric):
-            raise RobustlabError(f"metric {name!r} is a {type(metric).__name__}, not an attack-utility metric",
-                                 "give metric= options from configs/metric (AttackMetric subclasses)")
+            raise RobustlabError(
+                f"metric {name!r} is a {type(metric).__name__}, not an attack-utility metric",
+                "give metric= options from configs/metric (AttackMetric subclasses)",
+            )
     return metrics
 
 
@@ -73,11 +77,14 @@ def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
 
 def make_trainer(cfg: DictConfig, loop: EvaluationLoop, loggers: list[Logger]) -> L.Trainer:
     if loop.attacks and cfg.trainer.get("inference_mode", True):
-        raise RobustlabError("attacks need gradients but the trainer runs evaluation under inference mode",
-                             "set trainer.inference_mode=false")
+        raise RobustlabError(
+            "attacks need gradients but the trainer runs evaluation under inference mode",
+            "set trainer.inference_mode=false",
+        )
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    return instantiate(cfg.trainer, callbacks=[*callbacks, loop], logger=loggers or False,
-                       default_root_dir=cfg.paths.output_dir)
+    return instantiate(
+        cfg.trainer, callbacks=[*callbacks, loop], logger=loggers or False, default_root_dir=cfg.paths.output_dir
+    )
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:

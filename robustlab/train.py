@@ -1,4 +1,5 @@
 """The train task: fit a defense on a datamodule, save a self-describing checkpoint."""
+
 import copy
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,16 @@ from omegaconf import DictConfig, open_dict
 import robustlab
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, EvaluationLoop
-from robustlab.tasks import check_compatible, log_run_info, logged_run, make_attacks, make_trainer, plain, say, write_json
+from robustlab.tasks import (
+    check_compatible,
+    log_run_info,
+    logged_run,
+    make_attacks,
+    make_trainer,
+    plain,
+    say,
+    write_json,
+)
 
 
 def _choice(group: str) -> str | None:
@@ -50,8 +60,10 @@ def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
                     sub.test, sub.attack = False, None
                 path = train(sub, f"{defense}/{name}")["checkpoint"]
                 if path is None:
-                    raise RobustlabError(f"stage {defense}/{name} saved no checkpoint",
-                                         "keep callbacks=default so that every stage writes checkpoints/last.ckpt")
+                    raise RobustlabError(
+                        f"stage {defense}/{name} saved no checkpoint",
+                        "keep callbacks=default so that every stage writes checkpoints/last.ckpt",
+                    )
                 paths.append(path)
             with open_dict(cfg):
                 cfg.defense[field] = paths if isinstance(spec, list) else paths[0]
@@ -73,26 +85,43 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = instantiate(cfg.defense, net=net, optimizer=optimizer, scheduler=scheduler)
-    module.robustlab_meta = {"version": robustlab.__version__, "model": plain(cfg.model), "data": plain(cfg.data),
-                             "defense": defense, "seed": int(cfg.seed), **({"stages": stages} if stages else {})}
+    module.robustlab_meta = {
+        "version": robustlab.__version__,
+        "model": plain(cfg.model),
+        "data": plain(cfg.data),
+        "defense": defense,
+        "seed": int(cfg.seed),
+        **({"stages": stages} if stages else {}),
+    }
     attacks = make_attacks(cfg.get("attack"))
-    loop = EvaluationLoop(attacks, {"attacks": AttackEvaluation()}, stages=("validate", "test"), seed=cfg.seed,
-                          progress=False)
+    loop = EvaluationLoop(
+        attacks, {"attacks": AttackEvaluation()}, stages=("validate", "test"), seed=cfg.seed, progress=False
+    )
     with logged_run(cfg) as loggers:
         trainer = make_trainer(cfg, loop, loggers)
-        say(trainer, f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
-                     f"validation attacks: {', '.join(attacks) or 'none'}")
+        say(
+            trainer,
+            f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
+            f"validation attacks: {', '.join(attacks) or 'none'}",
+        )
         trainer.fit(module, datamodule=datamodule)
         metrics = _scalars(trainer.callback_metrics)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        ckpt_path = str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
+        ckpt_path = (
+            str(Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve()) if checkpoint else None
+        )
         if module.after_fit(datamodule) and ckpt_path:
             trainer.save_checkpoint(ckpt_path)
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule)
             metrics.update(_scalars(trainer.callback_metrics))
-        summary = {"checkpoint": ckpt_path, "defense": defense, "stages": stages, "metrics": metrics,
-                   "test": loop.results.get("test")}
+        summary = {
+            "checkpoint": ckpt_path,
+            "defense": defense,
+            "stages": stages,
+            "metrics": metrics,
+            "test": loop.results.get("test"),
+        }
         if trainer.is_global_zero:
             log_run_info(loggers, {"checkpoint": ckpt_path})
             write_json(Path(cfg.paths.output_dir) / "summary.json", summary)

@@ -1,4 +1,5 @@
 """Small helpers shared by attacks, defenses, evaluations and the benchmarks."""
+
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager

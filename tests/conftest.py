@@ -1,4 +1,5 @@
 """Shared fixtures: small models trained once per session."""
+
 import os
 
 import pytest
@@ -23,8 +24,9 @@ def pgd_at_run(tmp_path_factory):
 def standard_model(tmp_path_factory):
     """A standard (undefended) MNIST CNN trained for real on 3500 MNIST-5k images, eval mode."""
     out = tmp_path_factory.mktemp("standard")
-    summary = train(make_cfg("train", out, ["defense=standard", "trainer.max_epochs=3", "logger=none",
-                                            "attack=[]", "test=false"]))
+    summary = train(
+        make_cfg("train", out, ["defense=standard", "trainer.max_epochs=3", "logger=none", "attack=[]", "test=false"])
+    )
     return robustlab.load_model(summary["checkpoint"])
 
 

@@ -1,4 +1,5 @@
 """Bad input on the command line gets one line naming the problem and the fix, never a traceback."""
+
 import pickle
 
 import pytest
@@ -27,22 +28,27 @@ def _assert_one_line_error(result, *fragments):
 
 
 def test_missing_checkpoint(tmp_path):
-    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none",
-                                   f"hydra.run.dir={tmp_path}"), "checkpoint not found")
+    _assert_one_line_error(
+        run_cli("evaluate.py", f"ckpt={tmp_path / 'nope.ckpt'}", "logger=none", f"hydra.run.dir={tmp_path}"),
+        "checkpoint not found",
+    )
 
 
 def test_foreign_checkpoint(tmp_path):
     path = tmp_path / "foreign.pt"
     torch.save({"weight": torch.zeros(3)}, path)
-    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
-                           "not a robustlab checkpoint")
+    _assert_one_line_error(
+        run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"), "not a robustlab checkpoint"
+    )
 
 
 def test_not_a_checkpoint_at_all(tmp_path):
     path = tmp_path / "notes.ckpt"
     path.write_text("hello")
-    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
-                           "not a readable PyTorch checkpoint")
+    _assert_one_line_error(
+        run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
+        "not a readable PyTorch checkpoint",
+    )
 
 
 def test_pickled_payload_is_refused_without_running_it(tmp_path):
@@ -53,29 +59,73 @@ def test_pickled_payload_is_refused_without_running_it(tmp_path):
     torch.save({"robustlab": {}, "state_dict": {}, "payload": _Payload(marker)}, tmp_path / "evil2.ckpt")
     marker.unlink(missing_ok=True)
     for ckpt in (path, tmp_path / "evil2.ckpt"):
-        _assert_one_line_error(run_cli("evaluate.py", f"ckpt={ckpt}", "logger=none", f"hydra.run.dir={tmp_path}"),
-                               "refused")
+        _assert_one_line_error(
+            run_cli("evaluate.py", f"ckpt={ckpt}", "logger=none", f"hydra.run.dir={tmp_path}"), "refused"
+        )
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("script, args, fragment", [
-    ("train.py", ["defense=nonsense"], "unknown defense option 'nonsense'"),
-    ("evaluate.py", ["attack=[fgsm,nope]"], "unknown attack option 'nope'"),
-    ("train.py", ["data=cifar100"], "unknown data option 'cifar100'"),
-    ("train.py", ["trainer.max_epoch=3"], "unknown config key"),
-    ("train.py", ["defense.attack.eps=-1", "logger=none"], "eps must be a finite number >= 0"),
-    ("train.py", ["defense.attack.norm=l3", "logger=none"], "unknown norm 'l3'"),
-])
+@pytest.mark.parametrize(
+    "script, args, fragment",
+    [
+        ("train.py", ["defense=nonsense"], "unknown defense option 'nonsense'"),
+        ("evaluate.py", ["attack=[fgsm,nope]"], "unknown attack option 'nope'"),
+        ("train.py", ["data=cifar100"], "unknown data option 'cifar100'"),
+        ("train.py", ["trainer.max_epoch=3"], "unknown config key"),
+        ("train.py", ["defense.attack.eps=-1", "logger=none"], "eps must be a finite number >= 0"),
+        ("train.py", ["defense.attack.norm=l3", "logger=none"], "unknown norm 'l3'"),
+    ],
+)
 def test_unknown_config(script, args, fragment, tmp_path):
     _assert_one_line_error(run_cli(script, *args, f"hydra.run.dir={tmp_path}"), fragment)
 
 
 def test_incompatible_model_and_data(tmp_path):
-    _assert_one_line_error(run_cli("train.py", "data=digits", "data.image_size=8", "logger=none",
-                                   f"hydra.run.dir={tmp_path}"), "model MNISTCNN expects 1x28x28")
+    _assert_one_line_error(
+        run_cli("train.py", "data=digits", "data.image_size=8", "logger=none", f"hydra.run.dir={tmp_path}"),
+        "model MNISTCNN expects 1x28x28",
+    )
 
 
 def test_attack_under_inference_mode(pgd_at_run, tmp_path):
     summary, _ = pgd_at_run
-    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={summary['checkpoint']}", "trainer.inference_mode=true",
-                                   "logger=none", f"hydra.run.dir={tmp_path}"), "inference_mode")
+    _assert_one_line_error(
+        run_cli(
+            "evaluate.py",
+            f"ckpt={summary['checkpoint']}",
+            "trainer.inference_mode=true",
+            "logger=none",
+            f"hydra.run.dir={tmp_path}",
+        ),
+        "inference_mode",
+    )
+
+
+def test_multirun_writes_one_report_per_job(tmp_path):
+    from tests.regression.cases import checkpoint
+
+    ckpts = [checkpoint("standard"), checkpoint("pgd_at")]
+    result = run_cli(
+        "evaluate.py",
+        "-m",
+        f"ckpt={ckpts[0]},{ckpts[1]}",
+        "data.test_size=20",
+        "logger=none",
+        "progress=false",
+        "attack=[fgsm]",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    reports = [json.loads((tmp_path / str(job) / "report.json").read_text()) for job in (0, 1)]
+    assert [r["defense_name"] for r in reports] == ["standard", "pgd_at"]
+    assert all(r["clean"]["n_samples"] == 20 for r in reports)
+
+
+def test_a_bad_value_in_a_sweep_is_one_line(tmp_path):
+    _assert_one_line_error(
+        run_cli("evaluate.py", "-m", "attack=fgsm,nope", "logger=none", f"hydra.sweep.dir={tmp_path}"),
+        "unknown attack option 'nope'",
+    )
+    assert not any(tmp_path.iterdir())

@@ -1,4 +1,5 @@
 """Every attack and defense config composes and instantiates for MNIST-like and CIFAR-like data."""
+
 import pytest
 from hydra.utils import instantiate
 

@@ -1,4 +1,5 @@
 """RobustlabError: one line with the problem and the fix, kept when pickled."""
+
 import pickle
 
 from robustlab.errors import RobustlabError

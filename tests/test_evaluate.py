@@ -1,13 +1,14 @@
 """evaluate(): a real Trainer.test with attacks, report contents, reproducibility, DDP equality."""
+
 import json
 import math
 
 import pytest
 import torch
 
-from tests.helpers import make_cfg, run_cli
 from robustlab.evaluate import evaluate
 from robustlab.metrics.functional import lp_distortion
+from tests.helpers import make_cfg, run_cli
 
 METRICS = "metric=[acac,actc,aldp,ass,psd,nte,rgb,ric]"
 METRIC_KEYS = {"ACAC", "ACTC", "ALDp", "ASS", "PSD", "NTE", "RGB", "RIC"}
@@ -65,8 +66,13 @@ def test_evaluate_reports_what_training_logged(pgd_at_run, tmp_path):
 
 def test_mr_relates_robust_accuracy_to_clean_accuracy(pgd_at_run, tmp_path):
     summary, _ = pgd_at_run
-    report = evaluate(make_cfg("eval", tmp_path, [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                  "attack=[pgd_linf]", "attack.pgd_linf.eps=0.1"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [f"ckpt={summary['checkpoint']}", "logger=none", "attack=[pgd_linf]", "attack.pgd_linf.eps=0.1"],
+        )
+    )
     clean, result = report["clean"], report["attacks"]["pgd_linf"]
     n_clean_correct = round(clean["CA"] * clean["n_samples"])
     n_robust = round(result["robust_accuracy"] * result["n_samples"])
@@ -87,9 +93,19 @@ def test_same_seed_same_report(pgd_at_run, tmp_path):
 def test_ddp_evaluation_equals_single_process(pgd_at_run, baseline_ckpt, tmp_path):
     summary, _ = pgd_at_run
     # 101 samples in batches of 20: the two ranks get 51 and 50 samples and uneven batch counts.
-    args = [f"ckpt={summary['checkpoint']}", "logger=none", "progress=false", "data.test_size=101",
-            "data.eval_batch_size=20", "attack=[fgsm,pgd_linf]", "attack.pgd_linf.steps=10", METRICS,
-            "suite=defense", f"baseline={baseline_ckpt}", "save_adv=true"]
+    args = [
+        f"ckpt={summary['checkpoint']}",
+        "logger=none",
+        "progress=false",
+        "data.test_size=101",
+        "data.eval_batch_size=20",
+        "attack=[fgsm,pgd_linf]",
+        "attack.pgd_linf.steps=10",
+        METRICS,
+        "suite=defense",
+        f"baseline={baseline_ckpt}",
+        "save_adv=true",
+    ]
     single = run_cli("evaluate.py", *args, f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_cli("evaluate.py", *args, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'ddp'}")
@@ -110,8 +126,17 @@ def test_ddp_evaluation_equals_single_process(pgd_at_run, baseline_ckpt, tmp_pat
 
 
 def test_ddp_training_runs(tmp_path):
-    result = run_cli("train.py", "trainer=ddp_cpu", "trainer.max_epochs=1", "data.train_size=400", "data.val_size=100",
-                     "data.test_size=100", "logger=csv", "defense.attack.steps=2", f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "train.py",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "data.train_size=400",
+        "data.val_size=100",
+        "data.test_size=100",
+        "logger=csv",
+        "defense.attack.steps=2",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["test"]["clean"]["n_samples"] == 100
@@ -121,10 +146,23 @@ def test_ddp_training_runs(tmp_path):
 
 def test_corruption_suite_fills_the_report(pgd_at_run, tmp_path):
     summary, _ = pgd_at_run
-    report = evaluate(make_cfg("eval", tmp_path, [
-        f"ckpt={summary['checkpoint']}", "logger=none", "suite=corruption", "attack=[]", "data.test_size=20",
-        "evaluations.corruption.corruptions=[gaussian_noise,contrast,spatter]", "evaluations.corruption.severities=[1,5]",
-        "evaluations.corruption.perturbations=[gaussian_noise,translate]", "evaluations.corruption.sequence_length=3"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [
+                f"ckpt={summary['checkpoint']}",
+                "logger=none",
+                "suite=corruption",
+                "attack=[]",
+                "data.test_size=20",
+                "evaluations.corruption.corruptions=[gaussian_noise,contrast,spatter]",
+                "evaluations.corruption.severities=[1,5]",
+                "evaluations.corruption.perturbations=[gaussian_noise,translate]",
+                "evaluations.corruption.sequence_length=3",
+            ],
+        )
+    )
     corruption = report["corruption"]
     assert corruption["n_samples"] == 20 and set(corruption["errors"]) == {"gaussian_noise", "contrast", "spatter"}
     assert set(corruption["errors"]["contrast"]) == {1, 5}
@@ -136,10 +174,24 @@ def test_corruption_suite_fills_the_report(pgd_at_run, tmp_path):
 
 def test_metrics_defense_utility_and_saved_examples(pgd_at_run, baseline_ckpt, tmp_path):
     summary, _ = pgd_at_run
-    report = evaluate(make_cfg("eval", tmp_path, [
-        f"ckpt={summary['checkpoint']}", "logger=none", "data.test_size=100", "attack=[fgsm]", METRICS,
-        "metric.rgb.radius=1.0", "metric.aldp.normalized=false", "suite=defense", f"baseline={baseline_ckpt}",
-        "save_adv=true"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [
+                f"ckpt={summary['checkpoint']}",
+                "logger=none",
+                "data.test_size=100",
+                "attack=[fgsm]",
+                METRICS,
+                "metric.rgb.radius=1.0",
+                "metric.aldp.normalized=false",
+                "suite=defense",
+                f"baseline={baseline_ckpt}",
+                "save_adv=true",
+            ],
+        )
+    )
     fgsm = report["attacks"]["fgsm"]
     assert set(fgsm) == {"robust_accuracy", "AAW", "MR", "n_samples", "seconds"} | METRIC_KEYS
     assert fgsm["AAW"] == fgsm["robust_accuracy"] and set(fgsm["ALDp"]) == {"L0", "L2", "Linf"}
@@ -171,8 +223,11 @@ def test_defense_suite_without_baseline_is_a_one_line_error(pgd_at_run, tmp_path
     from robustlab.cli import robustlab_cause
 
     with pytest.raises(Exception) as info:
-        evaluate(make_cfg("eval", tmp_path, [f"ckpt={pgd_at_run[0]['checkpoint']}", "suite=defense", "attack=[]",
-                                             "logger=none"]))
+        evaluate(
+            make_cfg(
+                "eval", tmp_path, [f"ckpt={pgd_at_run[0]['checkpoint']}", "suite=defense", "attack=[]", "logger=none"]
+            )
+        )
     assert "fix: add baseline=PATH" in str(robustlab_cause(info.value))
 
 
@@ -186,7 +241,18 @@ def test_baseline_for_other_data_is_a_one_line_error(pgd_at_run, tmp_path):
     ckpt["state_dict"] = {f"model.{k}": v for k, v in MNISTCNN(num_classes=5).state_dict().items()}
     torch.save(ckpt, tmp_path / "five.ckpt")
     with pytest.raises(Exception) as info:
-        evaluate(make_cfg("eval", tmp_path, [f"ckpt={pgd_at_run[0]['checkpoint']}", "suite=defense", "attack=[]",
-                                             "logger=none", f"baseline={tmp_path / 'five.ckpt'}"]))
+        evaluate(
+            make_cfg(
+                "eval",
+                tmp_path,
+                [
+                    f"ckpt={pgd_at_run[0]['checkpoint']}",
+                    "suite=defense",
+                    "attack=[]",
+                    "logger=none",
+                    f"baseline={tmp_path / 'five.ckpt'}",
+                ],
+            )
+        )
     message = str(robustlab_cause(info.value))
     assert "\n" not in message and "5 classes" in message and "fix: give baseline= a checkpoint trained on" in message

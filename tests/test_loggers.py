@@ -1,7 +1,8 @@
 """W&B tracking without a login or network: an offline run that holds the config and metrics."""
-from tests.helpers import TINY, make_cfg
+
 from robustlab.loggers import wandb_logged_in
 from robustlab.train import train
+from tests.helpers import TINY, make_cfg
 from tests.wandb_records import logged
 
 

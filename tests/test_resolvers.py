@@ -1,6 +1,7 @@
 """Threat budgets per dataset: every attack and defense reads them from the data config (``${budget:...}``),
 other per-family settings come from ``${mnist_cifar:a,b}``, and a data source of no known family gets a
 one-line error naming the key to set."""
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -12,10 +13,15 @@ ALL_ATTACKS = sorted(p.stem for p in (CONFIG_DIR / "attack").glob("*.yaml"))
 ALL_DEFENSES = sorted(p.stem for p in (CONFIG_DIR / "defense").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("data, model, eps, steps", [
-    ("mnist5k", "mnist_cnn", 0.3, 40), ("digits", "mnist_cnn", 0.3, 40),
-    ("cifar10", "resnet20", EIGHT_255, 20), ("svhn", "resnet18", EIGHT_255, 20),
-])
+@pytest.mark.parametrize(
+    "data, model, eps, steps",
+    [
+        ("mnist5k", "mnist_cnn", 0.3, 40),
+        ("digits", "mnist_cnn", 0.3, 40),
+        ("cifar10", "resnet20", EIGHT_255, 20),
+        ("svhn", "resnet18", EIGHT_255, 20),
+    ],
+)
 def test_attack_budget_follows_the_data(tmp_path, data, model, eps, steps):
     cfg = make_cfg("train", tmp_path, [f"data={data}", f"model={model}", "attack=[fgsm,pgd_linf,pgd_l2,bim]"])
     attack = OmegaConf.to_container(cfg.attack, resolve=True)
@@ -28,8 +34,16 @@ def test_attack_budget_follows_the_data(tmp_path, data, model, eps, steps):
 
 def test_a_new_dataset_is_one_data_file(tmp_path):
     """An ImageNet-size family, stated only in the data config, resolves every attack and defense config."""
-    threat = {"linf": 4 / 255, "l2": 3.0, "l1": 12.0, "linf_step": 1 / 255, "l2_step": 0.5, "l1_step": 1.2,
-              "deepsec_linf": 4 / 255, "deepsec_linf_step": 1 / 255}
+    threat = {
+        "linf": 4 / 255,
+        "l2": 3.0,
+        "l1": 12.0,
+        "linf_step": 1 / 255,
+        "l2_step": 0.5,
+        "l1_step": 1.2,
+        "deepsec_linf": 4 / 255,
+        "deepsec_linf_step": 1 / 255,
+    }
     data = ["data.family=imagenet", *[f"data.threat.{k}={v}" for k, v in threat.items()]]
     for defense in ALL_DEFENSES:
         cfg = make_cfg("train", tmp_path, [*data, f"defense={defense}", f"attack=[{','.join(ALL_ATTACKS)}]"])
@@ -45,10 +59,13 @@ def test_the_command_line_still_overrides_one_attack(tmp_path):
     assert attack["pgd_linf"]["eps"] == 0.1 and attack["fgsm"]["eps"] == 0.3
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["data._target_=torch.utils.data.Dataset", "~data.threat"], "data.threat.linf"),
-    (["data._target_=torch.utils.data.Dataset", "~data.family"], "data.family"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["data._target_=torch.utils.data.Dataset", "~data.threat"], "data.threat.linf"),
+        (["data._target_=torch.utils.data.Dataset", "~data.family"], "data.family"),
+    ],
+)
 def test_unknown_data_family_names_the_key_to_set(tmp_path, overrides, key):
     cfg = make_cfg("train", tmp_path, overrides)
     with pytest.raises(Exception) as err:

@@ -1,5 +1,6 @@
 """train(): a defense trains, logs clean and robust validation accuracy, and saves a checkpoint
 that rebuilds the model on its own."""
+
 import torch
 
 import robustlab
@@ -9,8 +10,13 @@ from robustlab.checkpoint import read_checkpoint
 def test_training_logs_clean_and_robust_accuracy(pgd_at_run):
     summary, out = pgd_at_run
     metrics = summary["metrics"]
-    for key in ("val/acc", "val/pgd_linf_val/robust_accuracy", "val/robust_acc", "test/acc",
-                "test/pgd_linf_val/robust_accuracy"):
+    for key in (
+        "val/acc",
+        "val/pgd_linf_val/robust_accuracy",
+        "val/robust_acc",
+        "test/acc",
+        "test/pgd_linf_val/robust_accuracy",
+    ):
         assert key in metrics, key
     assert metrics["val/acc"] > 0.5, "2 epochs of PGD-AT on 1000 digits should already learn something"
     assert (out / "summary.json").is_file()

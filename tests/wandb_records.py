@@ -6,6 +6,7 @@ of chunks, each with a 7-byte header (CRC-32 of type and data, little-endian len
 W&B's service process, not the caller of ``finish()``, writes the file, so ``logged`` waits for the
 run's closing ``exit`` record.
 """
+
 import json
 import struct
 import time
@@ -27,8 +28,8 @@ def read_records(path: Path) -> list:
         if left_in_block < 7:
             pos += left_in_block
             continue
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
             break
         pos += 7 + length

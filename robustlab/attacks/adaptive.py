@@ -4,6 +4,7 @@ BPDA for non-differentiable preprocessing, and :func:`adapt`, which picks them f
 non-differentiable, shape-preserving input transforms (``forward(x) == classifier(preprocess(x))``) ->
 :class:`BPDA`.
 """
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -64,9 +65,11 @@ def straight_through(transforms: list[nn.Module]) -> Iterator[list[int]]:
     def hook(module, inputs, output):
         (x,) = inputs
         if output.shape != x.shape:
-            raise RobustlabError(f"BPDA needs a shape-preserving transform, but {type(module).__name__} maps "
-                                 f"{tuple(x.shape)} to {tuple(output.shape)}",
-                                 "give BPDA a transform whose output has its input's shape")
+            raise RobustlabError(
+                f"BPDA needs a shape-preserving transform, but {type(module).__name__} maps "
+                f"{tuple(x.shape)} to {tuple(output.shape)}",
+                "give BPDA a transform whose output has its input's shape",
+            )
         calls[0] += 1
         return x + (output - x).detach()
 
@@ -93,13 +96,17 @@ class BPDA(_Wrapper):
     def perturb(self, model, x, y, seeds=None, target=None):
         transforms = [self.transform] if self.transform is not None else preprocessors(model)
         if not transforms:
-            raise RobustlabError("BPDA found no transform: the model declares no preprocessors",
-                                 "pass BPDA(attack, transform=<the model's non-differentiable module>)")
+            raise RobustlabError(
+                "BPDA found no transform: the model declares no preprocessors",
+                "pass BPDA(attack, transform=<the model's non-differentiable module>)",
+            )
         with straight_through(transforms) as calls:
             x_adv = self._run(model, x, y, seeds, target, self._clean)
         if calls[0] == 0:
-            raise RobustlabError("BPDA's transform was never called by the model's forward",
-                                 "pass a transform module that the model itself applies to its input")
+            raise RobustlabError(
+                "BPDA's transform was never called by the model's forward",
+                "pass a transform module that the model itself applies to its input",
+            )
         self.last_success = self.attack.last_success
         self.keep_logits(torch.arange(len(x), device=x.device), self.attack.last_logits)
         return x_adv

@@ -1,14 +1,15 @@
 """Auto-PGD (Croce & Hein, ICML 2020) with the CE and DLR losses, and its targeted DLR variant APGD-T."""
+
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, check_norm, lp_norm, per_example, random_like
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 LOSSES = ("ce", "dlr")
 
@@ -77,8 +78,17 @@ class APGD(Attack):
 
     name = "apgd"
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", loss: str = "ce", steps: int = 100,
-                 restarts: int = 1, rho: float = 0.75, eot_iter: int = 1, large_reps: bool = False):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        loss: str = "ce",
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        large_reps: bool = False,
+    ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm)
         if loss not in LOSSES:
@@ -144,11 +154,22 @@ class APGD(Attack):
         first = torch.full((n,), steps, dtype=torch.long, device=x.device)
         grad, loss, logits = self._gradient(model, x_start, y, target)
         found_logits = torch.zeros_like(logits)
-        s = {"i": torch.arange(n, device=x.device), "x": x, "y": y, "x_adv": x_start, "x_old": x_start,
-             "grad": grad, "x_best": x_start, "grad_best": grad, "loss_best": loss, "last": loss,
-             "ups": torch.zeros(n, device=x.device), "loss_check": loss,
-             "reduced": torch.ones(n, dtype=torch.bool, device=x.device),
-             "step": torch.full((n,), (1.0 if l1 else 2.0) * eps, device=x.device)}
+        s = {
+            "i": torch.arange(n, device=x.device),
+            "x": x,
+            "y": y,
+            "x_adv": x_start,
+            "x_old": x_start,
+            "grad": grad,
+            "x_best": x_start,
+            "grad_best": grad,
+            "loss_best": loss,
+            "last": loss,
+            "ups": torch.zeros(n, device=x.device),
+            "loss_check": loss,
+            "reduced": torch.ones(n, dtype=torch.bool, device=x.device),
+            "step": torch.full((n,), (1.0 if l1 else 2.0) * eps, device=x.device),
+        }
         if target is not None:
             s["t"] = target
         if l1:
@@ -192,8 +213,11 @@ class APGD(Attack):
             if l1:
                 x_new = self._project(x_adv + step * self._sparse_step(grad, s["topk"]), xs, eps)
             else:
-                direction = grad.sign() if self.norm == "linf" else \
-                    grad / per_example(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+                direction = (
+                    grad.sign()
+                    if self.norm == "linf"
+                    else grad / per_example(lp_norm(grad, "l2").clamp_min(1e-12), grad)
+                )
                 x_new = self._project(x_adv + step * direction, xs, eps)
                 if it > 0:
                     x_new = self._project(x_adv + 0.75 * (x_new - x_adv) + 0.25 * (x_adv - s["x_old"]), xs, eps)
@@ -257,8 +281,9 @@ class APGD(Attack):
     def _robust(self, model, x, y):
         logits = self.predict_clean(model, x)
         if self.loss == "dlr" and logits.shape[1] < 3:
-            raise RobustlabError(f"the DLR loss needs at least 3 classes, the model has {logits.shape[1]}",
-                                 "use loss='ce'")
+            raise RobustlabError(
+                f"the DLR loss needs at least 3 classes, the model has {logits.shape[1]}", "use loss='ce'"
+            )
         return logits, logits.argmax(1) == y
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
@@ -285,16 +310,27 @@ class APGDT(APGD):
     name = "apgdt"
     label = "apgd-t"
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, n_targets: int = 9,
-                 restarts: int = 1, rho: float = 0.75, eot_iter: int = 1, large_reps: bool = False):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        steps: int = 100,
+        n_targets: int = 9,
+        restarts: int = 1,
+        rho: float = 0.75,
+        eot_iter: int = 1,
+        large_reps: bool = False,
+    ):
         super().__init__(eps, norm, "dlr", steps, restarts, rho, eot_iter, large_reps)
         self.n_targets = check_count(n_targets, "n_targets")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         logits, robust = self._robust(model, x, y)
         if logits.shape[1] < 4:
-            raise RobustlabError(f"the targeted DLR loss needs at least 4 classes, the model has {logits.shape[1]}",
-                                 "use APGD with loss='ce'")
+            raise RobustlabError(
+                f"the targeted DLR loss needs at least 4 classes, the model has {logits.shape[1]}",
+                "use APGD with loss='ce'",
+            )
         ranked = logits.argsort(1, descending=True)
         x_adv, done, out_logits = x.clone(), ~robust, logits.clone()
         iterations = torch.zeros(len(x), dtype=torch.long, device=x.device)

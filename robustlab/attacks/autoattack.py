@@ -1,14 +1,15 @@
 """AutoAttack (Croce & Hein, ICML 2020): an ensemble of parameter-free attacks, per-example worst case."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.apgd import APGD, APGDT, salted
 from robustlab.attacks.base import Attack, check_eps, check_norm
 from robustlab.attacks.fab import FABT
 from robustlab.attacks.square import Square
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 VERSIONS = ("standard", "rand", "custom")
 
@@ -31,15 +32,18 @@ class AutoAttack(Attack):
 
     name = "autoattack"
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", version: str = "standard",
-                 attacks: list[Attack] | None = None):
+    def __init__(
+        self, eps: float = 0.3, norm: str = "linf", version: str = "standard", attacks: list[Attack] | None = None
+    ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm)
         if version not in VERSIONS:
             raise RobustlabError(f"unknown AutoAttack version {version!r}", f"use one of {', '.join(VERSIONS)}")
         if (version == "custom") != bool(attacks):
-            raise RobustlabError(f"AutoAttack version {version!r} with{'' if attacks else 'out'} attacks=",
-                                 "pass attacks=[...] with version='custom' only")
+            raise RobustlabError(
+                f"AutoAttack version {version!r} with{'' if attacks else 'out'} attacks=",
+                "pass attacks=[...] with version='custom' only",
+            )
         self.version = version
         if version == "custom":
             if not all(isinstance(a, Attack) for a in attacks):
@@ -48,8 +52,10 @@ class AutoAttack(Attack):
         elif version == "rand":
             self.attacks = [APGD(eps, norm, "ce", eot_iter=20), APGD(eps, norm, "dlr", eot_iter=20)]
         elif norm == "l1":
-            self.attacks = [APGD(eps, norm, "ce", restarts=5, large_reps=True),
-                            APGDT(eps, norm, n_targets=5, large_reps=True)]
+            self.attacks = [
+                APGD(eps, norm, "ce", restarts=5, large_reps=True),
+                APGDT(eps, norm, n_targets=5, large_reps=True),
+            ]
         else:
             self.attacks = [APGD(eps, norm, "ce"), APGDT(eps, norm), FABT(eps, norm), Square(eps, norm)]
         self.stage_names = ["clean"] + [a.label for a in self.attacks]
@@ -65,8 +71,13 @@ class AutoAttack(Attack):
             if len(idx) == 0:
                 break
             with progress.part(j - 1, len(self.attacks)):
-                out = attack.run(model, x[idx], y[idx], seeds=salted(None if seeds is None else seeds[idx], 7 * j),
-                                 clean_logits=logits[idx])
+                out = attack.run(
+                    model,
+                    x[idx],
+                    y[idx],
+                    seeds=salted(None if seeds is None else seeds[idx], 7 * j),
+                    clean_logits=logits[idx],
+                )
             broken = goal_met(out.logits.argmax(1), y[idx])
             x_adv[idx[broken]], logits[idx[broken]], stage[idx[broken]] = out.x_adv[broken], out.logits[broken], j
             if out.iterations is not None:

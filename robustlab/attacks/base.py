@@ -1,4 +1,5 @@
 """The attack interface: ``attack(model, x, y, seeds=None, target=None) -> x_adv`` on [0,1] images."""
+
 import math
 import time
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ def check_images(x: torch.Tensor, who: str) -> None:
         raise RobustlabError(f"{who} got images containing NaN or inf", "clean the input batch before attacking it")
     lo, hi = x.min().item(), x.max().item()
     if lo < 0 or hi > 1:
-        raise RobustlabError(f"{who} got images outside [0,1] (min {lo:.3g}, max {hi:.3g})",
-                             "feed unnormalised [0,1] images and put normalisation inside the model")
+        raise RobustlabError(
+            f"{who} got images outside [0,1] (min {lo:.3g}, max {hi:.3g})",
+            "feed unnormalised [0,1] images and put normalisation inside the model",
+        )
 
 
 def check_norm(norm: str, allowed: tuple[str, ...] = NORMS) -> str:
@@ -65,14 +68,18 @@ def random_like(x: torch.Tensor, seeds: torch.Tensor | None, kind: str = "unifor
     return torch.stack(noise).to(device=x.device, dtype=x.dtype)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                   target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient w.r.t. ``x`` only (parameter grads untouched) of the objective an attack ascends,
     and the logits: the summed cross-entropy on ``y``, or minus the one on ``target`` if given."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    loss = F.cross_entropy(logits, y, reduction="sum") if target is None else \
-        -F.cross_entropy(logits, target, reduction="sum")
+    loss = (
+        F.cross_entropy(logits, y, reduction="sum")
+        if target is None
+        else -F.cross_entropy(logits, target, reduction="sum")
+    )
     (grad,) = torch.autograd.grad(loss, x)
     return grad, logits.detach()
 
@@ -123,8 +130,17 @@ def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(chunk) for chunk in x.split(MAX_BATCH)])
 
 
-def retire(attack: "Attack", model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-           active: torch.Tensor, first: torch.Tensor, queries: torch.Tensor, t: int) -> torch.Tensor:
+def retire(
+    attack: "Attack",
+    model: nn.Module,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    active: torch.Tensor,
+    first: torch.Tensor,
+    queries: torch.Tensor,
+    t: int,
+) -> torch.Tensor:
     """The early stop of the black-box attacks: query the ``active`` examples' iterates once (counted in
     ``queries``, their logits kept by ``attack``); those meeting the goal get ``first = t`` and leave
     ``active``. Returns the indices still active."""
@@ -148,8 +164,13 @@ def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torc
         offset = torch.randint(0, classes - 1, y.shape, device=y.device)
     else:
         gen = torch.Generator()
-        offset = torch.tensor([int(torch.randint(0, classes - 1, (1,), generator=gen.manual_seed(int(s) ^ 0x5EED)))
-                               for s in seeds.tolist()], device=y.device)
+        offset = torch.tensor(
+            [
+                int(torch.randint(0, classes - 1, (1,), generator=gen.manual_seed(int(s) ^ 0x5EED)))
+                for s in seeds.tolist()
+            ],
+            device=y.device,
+        )
     return (y + 1 + offset) % classes
 
 
@@ -187,7 +208,9 @@ class _Logits:
 
     def complete(self, model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
         """All rows: one forward pass, without gradients, of the images whose logits are still unknown."""
-        missing = torch.arange(self.n, device=x_adv.device) if self.known is None else (~self.known).nonzero().squeeze(1)
+        missing = (
+            torch.arange(self.n, device=x_adv.device) if self.known is None else (~self.known).nonzero().squeeze(1)
+        )
         if len(missing):
             with torch.no_grad():
                 self.put(missing, model(x_adv[missing]))
@@ -242,8 +265,14 @@ class Attack:
         """The attack's name in reports and AutoAttack's stage list."""
         return self.name
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seeds: torch.Tensor | None,
+        target: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def keep_logits(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
@@ -262,7 +291,9 @@ class Attack:
     def scale_budget(self, fraction: float) -> None:
         """Set every field of :attr:`budget_fields` to ``fraction`` of its configured value (its value at the
         first call): the schedule of adversarial training."""
-        full = self.__dict__.setdefault("_budget", {f: getattr(self, f) for f in self.budget_fields if hasattr(self, f)})
+        full = self.__dict__.setdefault(
+            "_budget", {f: getattr(self, f) for f in self.budget_fields if hasattr(self, f)}
+        )
         for field, value in full.items():
             setattr(self, field, value * fraction)
 
@@ -271,19 +302,29 @@ class Attack:
         logits = self.predict_clean(model, x)
         classes = logits.shape[1]
         if classes < 2:
-            raise RobustlabError(f"{who} is targeted but the model has {classes} class",
-                                 "use an untargeted attack on a one-class model")
+            raise RobustlabError(
+                f"{who} is targeted but the model has {classes} class", "use an untargeted attack on a one-class model"
+            )
         if target is None:
             if self.target_rule not in TARGET_RULES:
-                raise RobustlabError(f"unknown target rule {self.target_rule!r}", f"use one of {', '.join(TARGET_RULES)}")
+                raise RobustlabError(
+                    f"unknown target rule {self.target_rule!r}", f"use one of {', '.join(TARGET_RULES)}"
+                )
             return choose_targets(logits, y, self.target_rule, seeds)
         target = torch.as_tensor(target, device=x.device).long().expand(len(x)).clone()
         if target.min() < 0 or target.max() >= classes:
             raise RobustlabError(f"{who} got targets outside [0, {classes})", f"pass class indices below {classes}")
         return target
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
-            target: torch.Tensor | int | None = None, clean_logits: torch.Tensor | None = None) -> AttackResult:
+    def run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        target: torch.Tensor | int | None = None,
+        clean_logits: torch.Tensor | None = None,
+    ) -> AttackResult:
         """Attack a batch of [0,1] images ``x`` with labels ``y``; see the class docstring.
 
         ``seeds`` (optional, one int per example) makes random starts and random targets
@@ -291,8 +332,10 @@ class Attack:
         """
         who = type(self).__name__
         if torch.is_inference_mode_enabled():
-            raise RobustlabError(f"{who} was called under torch.inference_mode(), where gradients "
-                                 "cannot be computed", "use Trainer(inference_mode=False) or call it outside inference mode")
+            raise RobustlabError(
+                f"{who} was called under torch.inference_mode(), where gradients cannot be computed",
+                "use Trainer(inference_mode=False) or call it outside inference mode",
+            )
         check_images(x, who)
         if target is not None and not self.targeted:
             raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
@@ -318,11 +361,25 @@ class Attack:
         finally:
             self._clean, self._logits = None, None
         synchronize(x.device)
-        return AttackResult(x_adv, self.last_logits, self.last_success, self.last_target, self.last_iterations,
-                            self.last_queries, time.perf_counter() - start)
+        return AttackResult(
+            x_adv,
+            self.last_logits,
+            self.last_success,
+            self.last_target,
+            self.last_iterations,
+            self.last_queries,
+            time.perf_counter() - start,
+        )
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
-                 target: torch.Tensor | int | None = None, clean_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        target: torch.Tensor | int | None = None,
+        clean_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """:meth:`run`'s adversarial images: detached, in the eps ball and [0,1]."""
         return self.run(model, x, y, seeds, target, clean_logits).x_adv
 
@@ -338,8 +395,9 @@ class Wrapper(Attack):
     def __init__(self, attack: Attack):
         super().__init__()
         if not isinstance(attack, Attack):
-            raise RobustlabError(f"{type(self).__name__} wraps an attack, got {type(attack).__name__}",
-                                 "pass e.g. PGD(...) as attack")
+            raise RobustlabError(
+                f"{type(self).__name__} wraps an attack, got {type(attack).__name__}", "pass e.g. PGD(...) as attack"
+            )
         self.attack = attack
 
     @property

@@ -1,14 +1,15 @@
 """Box-constrained L-BFGS (Szegedy et al. 2014), with scipy's L-BFGS-B per example."""
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import Bounds, minimize
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import check_count, check_eps
 from robustlab.attacks.optimization import _BinarySearchAttack
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 class BLB(_BinarySearchAttack):
@@ -42,7 +43,7 @@ class BLB(_BinarySearchAttack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         results, logits, success, iters = [], [], [], []
         for i in range(len(x)):
-            x_i, t_i = x[i:i + 1], target[i:i + 1]
+            x_i, t_i = x[i : i + 1], target[i : i + 1]
             with progress.part(i, len(x)):
                 best, found = self._search(lambda c, state: self._minimise(model, x_i, t_i, c, state), x_i)
             results.append(best)
@@ -69,5 +70,7 @@ class BLB(_BinarySearchAttack):
             return loss.item(), grad.flatten().double().cpu().numpy()
 
         start = x.detach().flatten().double().cpu().numpy()
-        minimize(objective, start, jac=True, method="L-BFGS-B", bounds=Bounds(0.0, 1.0), options={"maxiter": self.steps})
+        minimize(
+            objective, start, jac=True, method="L-BFGS-B", bounds=Bounds(0.0, 1.0), options={"maxiter": self.steps}
+        )
         state["offset"] += evals

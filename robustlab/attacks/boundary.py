@@ -1,11 +1,12 @@
 """Boundary Attack (Brendel et al. 2018): a decision-based L2 attack needing only the predicted label."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, draw, example_generators, lp_norm, query
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 def _positive(value: float, name: str) -> float:
@@ -33,23 +34,38 @@ class BoundaryAttack(Attack):
     * Unlike Foolbox 3, every example draws its own directions, seeded per example by ``seeds``.
 
     ``eps`` (optional): success also requires ``||x_adv - x||_2 <= eps``, for an accuracy at a
-    fixed L2 budget; an example stops as soon as it is within ``eps``. ``last_queries`` counts model queries per example (at most
-    :attr:`max_queries`); ``last_iterations`` the steps each example ran.
+    fixed L2 budget; an example stops as soon as it is within ``eps``. ``last_queries`` counts model queries per
+    example (at most :attr:`max_queries`); ``last_iterations`` the steps each example ran.
     """
 
     name = "boundary"
     kind = "blackbox"
     clean_on_failure = True
 
-    def __init__(self, steps: int = 25000, spherical_step: float = 0.01, source_step: float = 0.01,
-                 step_adaptation: float = 1.5, convergence: float = 1e-7, stats_every: int = 10,
-                 init_draws: int = 1000, init_steps: int = 10, eps: float | None = None):
+    def __init__(
+        self,
+        steps: int = 25000,
+        spherical_step: float = 0.01,
+        source_step: float = 0.01,
+        step_adaptation: float = 1.5,
+        convergence: float = 1e-7,
+        stats_every: int = 10,
+        init_draws: int = 1000,
+        init_steps: int = 10,
+        eps: float | None = None,
+    ):
         super().__init__()
         self.steps, self.stats_every = check_count(steps, "steps", 0), check_count(stats_every, "stats_every")
         self.spherical_step = _positive(spherical_step, "spherical_step")
         self.source_step = _positive(source_step, "source_step")
-        self.step_adaptation, self.convergence = _positive(step_adaptation, "step_adaptation"), check_eps(convergence, "convergence")
-        self.init_draws, self.init_steps = check_count(init_draws, "init_draws"), check_count(init_steps, "init_steps", 0)
+        self.step_adaptation, self.convergence = (
+            _positive(step_adaptation, "step_adaptation"),
+            check_eps(convergence, "convergence"),
+        )
+        self.init_draws, self.init_steps = (
+            check_count(init_draws, "init_draws"),
+            check_count(init_steps, "init_steps", 0),
+        )
         self.eps = None if eps is None else check_eps(eps)
 
     @property
@@ -87,8 +103,9 @@ class BoundaryAttack(Attack):
         start[idx] = ((1 - hi[:, None]) * xs + hi[:, None] * ns).view_as(x[idx])
         return start, logits, found, clean_adv
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         n, device = len(x), x.device
         generators = example_generators(seeds, n)
         queries = torch.zeros(n, dtype=torch.long, device=device)
@@ -124,11 +141,11 @@ class BoundaryAttack(Attack):
             hits = goal_met(out.argmax(1), y[idx].repeat(1 + check))
             queries[idx] += 1 + check
             iterations[idx] += 1
-            is_adv = hits[:len(idx)]
+            is_adv = hits[: len(idx)]
             accept = is_adv & ((originals - candidates).norm(dim=1) < dist)
-            flat_adv[idx[accept]], logits[idx[accept]] = candidates[accept], out[:len(idx)][accept]
+            flat_adv[idx[accept]], logits[idx[accept]] = candidates[accept], out[: len(idx)][accept]
             if check:
-                self._adapt(idx, hits[len(idx):], is_adv, spherical, source, spherical_stats, step_stats, k)
+                self._adapt(idx, hits[len(idx) :], is_adv, spherical, source, spherical_stats, step_stats, k)
         adv = flat_adv.view_as(x)
         success = found
         if self.eps is not None:

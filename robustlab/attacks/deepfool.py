@@ -1,10 +1,11 @@
 """DeepFool (Moosavi-Dezfooli et al. 2016), batched, L2."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, per_example
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 class DeepFool(Attack):
@@ -36,8 +37,9 @@ class DeepFool(Attack):
         logits = model(x_act)
         picked = logits.gather(1, classes)
         eye = torch.eye(classes.shape[1], device=x_act.device, dtype=logits.dtype)
-        (grads,) = torch.autograd.grad(picked, x_act, grad_outputs=eye[:, None, :].expand(-1, len(x_act), -1),
-                                       is_grads_batched=True)
+        (grads,) = torch.autograd.grad(
+            picked, x_act, grad_outputs=eye[:, None, :].expand(-1, len(x_act), -1), is_grads_batched=True
+        )
         return logits.detach(), picked.detach(), grads.transpose(0, 1).flatten(2)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:

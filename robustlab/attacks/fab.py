@@ -1,12 +1,13 @@
 """Targeted Fast Adaptive Boundary attack (Croce & Hein, ICML 2020), as run inside AutoAttack."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.apgd import salted
 from robustlab.attacks.base import Attack, check_count, check_eps, check_norm, lp_norm, per_example, random_like
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 def project_hyperplane_box(p: torch.Tensor, w: torch.Tensor, tau: torch.Tensor, norm: str) -> torch.Tensor:
@@ -55,15 +56,26 @@ class FABT(Attack):
     label = "fab-t"
     clean_on_failure = True
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", steps: int = 100, n_targets: int = 9,
-                 restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        steps: int = 100,
+        n_targets: int = 9,
+        restarts: int = 1,
+        alpha_max: float = 0.1,
+        eta: float = 1.05,
+        beta: float = 0.9,
+    ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm, ("linf", "l2"))
         self.steps, self.n_targets = check_count(steps, "steps"), check_count(n_targets, "n_targets")
         self.restarts = check_count(restarts, "restarts")
         if not 0 <= alpha_max <= 1 or eta < 1 or not 0 < beta <= 1:
-            raise RobustlabError(f"FAB needs alpha_max in [0,1], eta >= 1, beta in (0,1], got {alpha_max}, {eta}, "
-                                 f"{beta}", "use alpha_max 0.1, eta 1.05, beta 0.9 (Croce & Hein)")
+            raise RobustlabError(
+                f"FAB needs alpha_max in [0,1], eta >= 1, beta in (0,1], got {alpha_max}, {eta}, {beta}",
+                "use alpha_max 0.1, eta 1.05, beta 0.9 (Croce & Hein)",
+            )
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
     def _boundary(self, model, x1, y, t):
@@ -80,8 +92,14 @@ class FABT(Attack):
         n = len(x0)
         out, found, out_logits = x0.clone(), torch.zeros(n, dtype=torch.bool, device=x0.device), None
         spent = torch.full((n,), self.steps, dtype=torch.long, device=x0.device)
-        s = {"i": torch.arange(n, device=x0.device), "x0": x0, "y": y, "t": t, "x1": x1,
-             "best": torch.full((n,), float("inf"), device=x0.device)}
+        s = {
+            "i": torch.arange(n, device=x0.device),
+            "x0": x0,
+            "y": y,
+            "t": t,
+            "x1": x1,
+            "best": torch.full((n,), float("inf"), device=x0.device),
+        }
         for it in range(self.steps):
             progress.step(it, self.steps)
             f, g = self._boundary(model, s["x1"], s["y"], s["t"])
@@ -123,8 +141,9 @@ class FABT(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         logits = self.predict_clean(model, x)
         if logits.shape[1] < 2:
-            raise RobustlabError(f"FABT needs at least 2 classes, the model has {logits.shape[1]}",
-                                 "use an attack for one-class models")
+            raise RobustlabError(
+                f"FABT needs at least 2 classes, the model has {logits.shape[1]}", "use an attack for one-class models"
+            )
         ranked = logits.argsort(1, descending=True)
         done = goal_met(logits.argmax(1), y)
         x_adv, adv_logits = x.clone(), logits.clone()
@@ -135,9 +154,12 @@ class FABT(Attack):
                 if len(idx) == 0:
                     break
                 sd = salted(None if seeds is None else seeds[idx], 1000 * k + r)
-                with progress.part((k - 1) * self.restarts + r, min(self.n_targets, logits.shape[1] - 1) * self.restarts):
-                    out, out_logits, ok, it = self._run(model, x[idx], y[idx], ranked[idx, k],
-                                                        self._start(x[idx], sd, r))
+                with progress.part(
+                    (k - 1) * self.restarts + r, min(self.n_targets, logits.shape[1] - 1) * self.restarts
+                ):
+                    out, out_logits, ok, it = self._run(
+                        model, x[idx], y[idx], ranked[idx, k], self._start(x[idx], sd, r)
+                    )
                 x_adv[idx[ok]], done[idx[ok]] = out[ok], True
                 if ok.any():
                     adv_logits[idx[ok]] = out_logits[ok]

@@ -1,4 +1,5 @@
 """Single-step attacks: FGSM, R+FGSM and R+LLC."""
+
 import torch
 from torch import nn
 

@@ -1,13 +1,14 @@
 """Jacobian-based saliency map attack (Papernot et al. 2016), batched, targeted."""
+
 import math
 
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack
-from robustlab.success import goal_met
-from robustlab.errors import RobustlabError
 from robustlab import progress
+from robustlab.attacks.base import Attack
+from robustlab.errors import RobustlabError
+from robustlab.success import goal_met
 
 
 def _best_pairs(a: torch.Tensor, b: torch.Tensor, domain: torch.Tensor, budget: int):
@@ -20,7 +21,7 @@ def _best_pairs(a: torch.Tensor, b: torch.Tensor, domain: torch.Tensor, budget: 
     a = torch.where(domain, a, -2 * a.abs().amax(1, keepdim=True) - 1)
     p, q, ok = [], [], []
     for s in range(0, len(a), step):
-        aa, bb = a[s:s + step], b[s:s + step]
+        aa, bb = a[s : s + step], b[s : s + step]
         score = (aa[:, :, None] + aa[:, None, :]).clamp_(min=0)
         score.mul_((bb[:, :, None] + bb[:, None, :]).neg_().clamp_(min=0))
         score.diagonal(dim1=1, dim2=2).zero_()
@@ -52,11 +53,13 @@ class JSMA(Attack):
     targeted = True
     clean_on_failure = True
 
-    def __init__(self, theta: float = 1.0, gamma: float = 0.1, budget: int = 2 ** 24):
+    def __init__(self, theta: float = 1.0, gamma: float = 0.1, budget: int = 2**24):
         super().__init__()
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0 < abs(theta) <= 1:
-            raise RobustlabError(f"theta must be a number with 0 < |theta| <= 1, got {theta!r}",
-                                 "use theta 1.0 (DEEPSEC) to saturate features, or a negative value to darken them")
+            raise RobustlabError(
+                f"theta must be a number with 0 < |theta| <= 1, got {theta!r}",
+                "use theta 1.0 (DEEPSEC) to saturate features, or a negative value to darken them",
+            )
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
             raise RobustlabError(f"gamma must lie in (0, 1], got {gamma!r}", "use e.g. 0.1 (DEEPSEC)")
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:

@@ -1,11 +1,21 @@
 """NATTACK (Li et al. 2019): a black-box Linf attack that learns a Gaussian search distribution."""
+
 import torch
 from torch import nn
 
-from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
-                                    query, retire)
-from robustlab.errors import RobustlabError
 from robustlab import progress
+from robustlab.attacks.base import (
+    MAX_BATCH,
+    Attack,
+    check_count,
+    check_eps,
+    draw,
+    example_generators,
+    margin,
+    query,
+    retire,
+)
+from robustlab.errors import RobustlabError
 
 #: Shrinks [0,1] slightly before arctanh so that 0 and 1 stay finite (the reference code's 0.999999).
 TANH_BOX = 0.999999
@@ -33,8 +43,15 @@ class NAttack(Attack):
     name = "nattack"
     kind = "blackbox"
 
-    def __init__(self, eps: float = 0.3, steps: int = 400, population: int = 300, sigma: float = 0.1,
-                 lr: float = 2.0, targeted: bool = False):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        steps: int = 400,
+        population: int = 300,
+        sigma: float = 0.1,
+        lr: float = 2.0,
+        targeted: bool = False,
+    ):
         super().__init__()
         self.eps, self.steps = check_eps(eps), check_count(steps, "steps", 0)
         self.population = check_count(population, "population", 2)
@@ -62,8 +79,9 @@ class NAttack(Attack):
         step = (advantage.view(*advantage.shape, *[1] * (z.dim() - 2)) * z).sum(1)
         return mu + self.lr / (self.population * self.sigma) * step
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         label = y if target is None else target
         generators = example_generators(seeds, len(x))
         w = torch.atanh((2 * x - 1) * TANH_BOX)
@@ -80,8 +98,9 @@ class NAttack(Attack):
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):
-                mu[chunk] = self._update(model, x[chunk], w[chunk], mu[chunk], label[chunk],
-                                         [generators[i] for i in chunk.tolist()])
+                mu[chunk] = self._update(
+                    model, x[chunk], w[chunk], mu[chunk], label[chunk], [generators[i] for i in chunk.tolist()]
+                )
             queries[idx] += self.population
         self.last_success, self.last_iterations, self.last_queries = first <= self.steps, first, queries
         return x_adv

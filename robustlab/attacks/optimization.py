@@ -1,12 +1,13 @@
 """Optimisation attacks with a per-example binary search on the constant c: CW2 and EAD."""
+
 import math
 
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, margin, per_example
 from robustlab.errors import RobustlabError
-from robustlab import progress
 
 
 class _BinarySearchAttack(Attack):
@@ -20,8 +21,9 @@ class _BinarySearchAttack(Attack):
 
     clean_on_failure = True
 
-    def __init__(self, kappa: float, c0: float, lr: float, steps: int, binary_steps: int, abort_early: bool,
-                 targeted: bool):
+    def __init__(
+        self, kappa: float, c0: float, lr: float, steps: int, binary_steps: int, abort_early: bool, targeted: bool
+    ):
         super().__init__()
         self.kappa, self.c0, self.lr = check_eps(kappa, "kappa"), check_eps(c0, "c0"), check_eps(lr, "lr")
         self.steps, self.binary_steps = check_count(steps, "steps"), check_count(binary_steps, "binary_steps")
@@ -38,8 +40,12 @@ class _BinarySearchAttack(Attack):
         n = len(x)
         c = torch.full((n,), self.c0, device=x.device, dtype=x.dtype)
         lo, hi = torch.zeros_like(c), torch.full_like(c, math.inf)
-        state = {"best": x.clone(), "score": torch.full_like(c, math.inf),
-                 "iters": torch.zeros(n, dtype=torch.long, device=x.device), "offset": 0}
+        state = {
+            "best": x.clone(),
+            "score": torch.full_like(c, math.inf),
+            "iters": torch.zeros(n, dtype=torch.long, device=x.device),
+            "offset": 0,
+        }
         for b in range(self.binary_steps):
             if self.binary_steps >= 10 and b == self.binary_steps - 1:
                 c = torch.where(torch.isinf(hi), c, hi)
@@ -59,16 +65,20 @@ class _BinarySearchAttack(Attack):
         if logits is not None and self.last_success.any():
             self.keep_logits(self.last_success, logits[self.last_success])
 
-    def _record(self, state, x_k: torch.Tensor, logits: torch.Tensor, ok: torch.Tensor, score: torch.Tensor,
-                it: int) -> None:
+    def _record(
+        self, state, x_k: torch.Tensor, logits: torch.Tensor, ok: torch.Tensor, score: torch.Tensor, it: int
+    ) -> None:
         """Keep, per example, the iterate ``x_k`` (with its ``logits``) if it meets the goal (``ok``) with a
         lower ``score`` than the best so far."""
         state["found"] |= ok
         better = ok & (score < state["score"])
         state["score"] = torch.where(better, score, state["score"])
         state["best"] = torch.where(per_example(better, x_k), x_k, state["best"])
-        state["logits"] = torch.where(better[:, None], logits, state["logits"]) if "logits" in state else \
-            torch.where(better[:, None], logits, 0)
+        state["logits"] = (
+            torch.where(better[:, None], logits, state["logits"])
+            if "logits" in state
+            else torch.where(better[:, None], logits, 0)
+        )
         state["iters"] = torch.where(better, state["offset"] + it + 1, state["iters"])
 
 
@@ -86,8 +96,16 @@ class CW2(_BinarySearchAttack):
 
     name = "cw2"
 
-    def __init__(self, kappa: float = 0.0, c0: float = 1e-3, lr: float = 0.02, steps: int = 10000,
-                 binary_steps: int = 10, abort_early: bool = True, targeted: bool = True):
+    def __init__(
+        self,
+        kappa: float = 0.0,
+        c0: float = 1e-3,
+        lr: float = 0.02,
+        steps: int = 10000,
+        binary_steps: int = 10,
+        abort_early: bool = True,
+        targeted: bool = True,
+    ):
         super().__init__(kappa, c0, lr, steps, binary_steps, abort_early, targeted)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
@@ -141,9 +159,18 @@ class EAD(_BinarySearchAttack):
 
     name = "ead"
 
-    def __init__(self, kappa: float = 0.0, beta: float = 1e-3, c0: float = 1e-3, lr: float = 0.02,
-                 steps: int = 1000, binary_steps: int = 5, decision_rule: str = "EN", abort_early: bool = True,
-                 targeted: bool = True):
+    def __init__(
+        self,
+        kappa: float = 0.0,
+        beta: float = 1e-3,
+        c0: float = 1e-3,
+        lr: float = 0.02,
+        steps: int = 1000,
+        binary_steps: int = 5,
+        decision_rule: str = "EN",
+        abort_early: bool = True,
+        targeted: bool = True,
+    ):
         super().__init__(kappa, c0, lr, steps, binary_steps, abort_early, targeted)
         self.beta = check_eps(beta, "beta")
         if decision_rule not in ("EN", "L1"):
@@ -152,8 +179,9 @@ class EAD(_BinarySearchAttack):
 
     def _shrink(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         d = z - x
-        return torch.where(d > self.beta, (z - self.beta).clamp(max=1),
-                           torch.where(d < -self.beta, (z + self.beta).clamp(min=0), x))
+        return torch.where(
+            d > self.beta, (z - self.beta).clamp(max=1), torch.where(d < -self.beta, (z + self.beta).clamp(min=0), x)
+        )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         label = target if self.targeted else y

@@ -1,13 +1,14 @@
 """OptMargin (He, Li & Song, ICLR 2018): CW2 made robust to random noise around the example."""
+
 import math
 
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import check_count, check_eps, margin, random_like
 from robustlab.attacks.optimization import _BinarySearchAttack
 from robustlab.errors import RobustlabError
-from robustlab import progress
 
 
 class OptMargin(_BinarySearchAttack):
@@ -31,8 +32,17 @@ class OptMargin(_BinarySearchAttack):
 
     name = "optmargin"
 
-    def __init__(self, kappa: float = 0.0, c0: float = 0.02, lr: float = 0.2, steps: int = 1000,
-                 binary_steps: int = 4, directions: int = 20, noise: float = 0.3, abort_early: bool = True):
+    def __init__(
+        self,
+        kappa: float = 0.0,
+        c0: float = 0.02,
+        lr: float = 0.2,
+        steps: int = 1000,
+        binary_steps: int = 4,
+        directions: int = 20,
+        noise: float = 0.3,
+        abort_early: bool = True,
+    ):
         super().__init__(kappa, c0, lr, steps, binary_steps, abort_early, targeted=False)
         self.directions, self.noise = check_count(directions, "directions"), check_eps(noise, "noise")
         self.last_robust: torch.Tensor | None = None
@@ -41,8 +51,9 @@ class OptMargin(_BinarySearchAttack):
         """The noise vectors ``(B, directions, *x.shape[1:])`` used for each example: zero first."""
         k, d = self.directions - 1, x[0].numel()
         if k > d:
-            raise RobustlabError(f"OptMargin asks for {k} orthogonal directions in {d} dimensions",
-                                 f"set directions to at most {d + 1}")
+            raise RobustlabError(
+                f"OptMargin asks for {k} orthogonal directions in {d} dimensions", f"set directions to at most {d + 1}"
+            )
         raw = random_like(x.new_empty(len(x), k, *x.shape[1:]), seeds, "normal").flatten(2)
         unit = torch.linalg.qr(raw.transpose(1, 2)).Q.transpose(1, 2)
         scaled = unit * (self.noise / unit.abs().amax(2, keepdim=True).clamp_min(1e-12))
@@ -54,8 +65,11 @@ class OptMargin(_BinarySearchAttack):
         w0 = torch.atanh((2 * x - 1) * (1 - 1e-6))
         beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
         check_every = max(1, self.steps // 10)
-        fallback = {"best": x.clone(), "score": torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype),
-                    "iters": torch.zeros(len(x), dtype=torch.long, device=x.device)}
+        fallback = {
+            "best": x.clone(),
+            "score": torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype),
+            "iters": torch.zeros(len(x), dtype=torch.long, device=x.device),
+        }
 
         def keep_best(state, idx, x_k, logits, ok, score, it):
             better = ok & (score < state["score"][idx])

@@ -1,12 +1,21 @@
 """Iterative gradient attacks: PGD (Linf, L2, sparse L1), BIM, ILLC and MI-FGSM."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
+from robustlab.attacks.base import (
+    Attack,
+    check_count,
+    check_eps,
+    check_norm,
+    input_gradient,
+    lp_norm,
+    per_example,
+    random_like,
+)
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, input_gradient, lp_norm, per_example,
-                                    random_like)
-from robustlab import progress
 
 
 def project_l1_ball(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -47,8 +56,16 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(self, eps: float = 0.3, step: float = 0.01, steps: int = 40, norm: str = "linf",
-                 random_start: bool = True, keep_successful: bool = True, quantile: float = 0.99):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        step: float = 0.01,
+        steps: int = 40,
+        norm: str = "linf",
+        random_start: bool = True,
+        keep_successful: bool = True,
+        quantile: float = 0.99,
+    ):
         super().__init__()
         self.eps, self.step = check_eps(eps), check_eps(step, "step")
         self.steps, self.norm = check_count(steps, "steps", 0), check_norm(norm)
@@ -89,8 +106,9 @@ class PGD(Attack):
         sparse = torch.where((magnitude >= threshold) & (magnitude > 0), grad.flatten(1).sign(), 0.0)
         return (sparse / sparse.abs().sum(1, keepdim=True).clamp_min(1)).view_as(grad)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x_adv = self._start(x, seeds)
         best, best_logits = x_adv, None
         first = torch.full((len(x),), self.steps + 1, device=x.device)
@@ -164,8 +182,15 @@ class MIFGSM(PGD):
 
     name = "mifgsm"
 
-    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 15, decay: float = 1.0,
-                 targeted: bool = False, keep_successful: bool = True):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        step: float = 0.05,
+        steps: int = 15,
+        decay: float = 1.0,
+        targeted: bool = False,
+        keep_successful: bool = True,
+    ):
         super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
         self.decay, self.targeted = check_eps(decay, "decay"), bool(targeted)
         self._momentum: torch.Tensor | None = None

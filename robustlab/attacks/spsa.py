@@ -1,12 +1,23 @@
 """SPSA (Uesato et al. 2018): a gradient-free Linf attack, Adam on a finite-difference gradient
 estimate of the margin loss."""
+
 import torch
 from torch import nn
 
-from robustlab.errors import RobustlabError
-from robustlab.attacks.base import (MAX_BATCH, Attack, check_count, check_eps, draw, example_generators, margin,
-                                    query, retire)
 from robustlab import progress
+from robustlab.attacks.base import (
+    MAX_BATCH,
+    Attack,
+    check_count,
+    check_eps,
+    draw,
+    example_generators,
+    margin,
+    query,
+    retire,
+)
+from robustlab.errors import RobustlabError
+
 
 class SPSA(Attack):
     """SPSA attack (Uesato et al. 2018, "Adversarial Risk and the Dangers of Evaluating Against
@@ -25,8 +36,16 @@ class SPSA(Attack):
     name = "spsa"
     kind = "blackbox"
 
-    def __init__(self, eps: float = 0.3, steps: int = 100, samples: int = 128, delta: float = 0.01,
-                 lr: float = 0.01, random_start: bool = True, targeted: bool = False):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        steps: int = 100,
+        samples: int = 128,
+        delta: float = 0.01,
+        lr: float = 0.01,
+        random_start: bool = True,
+        targeted: bool = False,
+    ):
         super().__init__()
         self.eps, self.steps = check_eps(eps), check_count(steps, "steps", 0)
         self.samples = check_count(samples, "samples")
@@ -48,8 +67,9 @@ class SPSA(Attack):
         slope = (loss[:, 0] - loss[:, 1]) / (2 * self.delta)
         return (slope.view(*slope.shape, *[1] * (v.dim() - 2)) * v).mean(1)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         label = y if target is None else target
         generators = example_generators(seeds, len(x))
         x_adv = x.clone()
@@ -67,11 +87,12 @@ class SPSA(Attack):
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):
-                grad = self._gradient(model, x_adv[chunk], label[chunk],
-                                      [generators[i] for i in chunk.tolist()])
+                grad = self._gradient(model, x_adv[chunk], label[chunk], [generators[i] for i in chunk.tolist()])
                 moment[chunk] = beta1 * moment[chunk] + (1 - beta1) * grad
-                second[chunk] = beta2 * second[chunk] + (1 - beta2) * grad ** 2
-                update = (moment[chunk] / (1 - beta1 ** (t + 1))) / ((second[chunk] / (1 - beta2 ** (t + 1))).sqrt() + 1e-8)
+                second[chunk] = beta2 * second[chunk] + (1 - beta2) * grad**2
+                update = (moment[chunk] / (1 - beta1 ** (t + 1))) / (
+                    (second[chunk] / (1 - beta2 ** (t + 1))).sqrt() + 1e-8
+                )
                 step = (x_adv[chunk] - self.lr * update - x[chunk]).clamp(-self.eps, self.eps)
                 x_adv[chunk] = (x[chunk] + step).clamp(0, 1)
             queries[idx] += 2 * self.samples

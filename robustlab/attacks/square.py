@@ -1,15 +1,24 @@
 """Square Attack (Andriushchenko et al., ECCV 2020): score-based random search, Linf and L2."""
+
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torch import nn
 
-from robustlab.attacks.base import (Attack, check_count, check_eps, check_norm, example_generators, lp_norm, margin,
-                                    per_example)
+from robustlab import progress
+from robustlab.attacks.base import (
+    Attack,
+    check_count,
+    check_eps,
+    check_norm,
+    example_generators,
+    lp_norm,
+    margin,
+    per_example,
+)
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 class _Streams:
@@ -51,7 +60,7 @@ def _rings(a: int, b: int) -> torch.Tensor:
     return block / block.norm()
 
 
-@lru_cache(maxsize=None)
+@cache
 def square_profile(s: int) -> torch.Tensor:
     """The ``s x s`` L2 proposal: a positive ring block on the top half, a negative one below."""
     block = torch.cat([_rings(s // 2, s), -_rings(s - s // 2, s)])
@@ -80,8 +89,14 @@ class Square(Attack):
     name = "square"
     kind = "blackbox"
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8,
-                 rescale_schedule: bool = False):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        rescale_schedule: bool = False,
+    ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm, ("linf", "l2"))
         self.n_queries = check_count(n_queries, "n_queries", 2)
@@ -131,7 +146,7 @@ class Square(Attack):
             top, left = start + i * s, start + j * s
             pattern = torch.where(per_example(u[:, t, c] < 0.5, x), block, block.T)
             signs = torch.where(u[:, t, :c] < 0.5, -1.0, 1.0).view(b, c, 1, 1)
-            delta[:, :, top:top + s, left:left + s] += (pattern * signs)[:, :, :h - top, :w - left]
+            delta[:, :, top : top + s, left : left + s] += (pattern * signs)[:, :, : h - top, : w - left]
         return self._scale(delta, x)
 
     def _propose(self, x, x_best, it, u):
@@ -151,8 +166,9 @@ class Square(Attack):
         block = square_profile(s).to(x)
         pattern = torch.where(per_example(u[:, 4] < 0.5, x), block, block.T) * signs
         new = pattern + old / (old.flatten(2).norm(dim=2)[..., None, None] + 1e-12)
-        budget = ((self.eps ** 2 - lp_norm(delta, "l2") ** 2).clamp_min(0) / c
-                  + lp_norm(delta * (window | other), "l2") ** 2).sqrt()
+        budget = (
+            (self.eps**2 - lp_norm(delta, "l2") ** 2).clamp_min(0) / c + lp_norm(delta * (window | other), "l2") ** 2
+        ).sqrt()
         new = new / (new.flatten(2).norm(dim=2)[..., None, None] + 1e-12) * per_example(budget, new)
         delta = torch.where(other, 0.0, delta)
         delta[batch, :, rows, cols] = new.permute(0, 2, 3, 1)

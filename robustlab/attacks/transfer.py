@@ -1,4 +1,5 @@
 """Transfer attack: generate adversarial examples on a surrogate model, evaluate them on the target."""
+
 from pathlib import Path
 
 import torch
@@ -30,16 +31,19 @@ class TransferAttack(Wrapper):
     def _surrogate(self, device: torch.device) -> nn.Module:
         if self._model is None:
             if not isinstance(self.surrogate, (str, Path)) or not str(self.surrogate):
-                raise RobustlabError("TransferAttack has no surrogate model",
-                                     "set attack.<name>.surrogate= the checkpoint path that train.py printed")
+                raise RobustlabError(
+                    "TransferAttack has no surrogate model",
+                    "set attack.<name>.surrogate= the checkpoint path that train.py printed",
+                )
             self._model = load_model(self.surrogate)
         return self._model.to(device)
 
     def _targets(self, model, x, y, seeds, target):
         return super()._targets(self._surrogate(x.device), x, y, seeds, target)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None,
-                target: torch.Tensor | None = None) -> torch.Tensor:
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x_adv = self.attack(self._surrogate(x.device), x, y, seeds=seeds, target=target)
         with torch.no_grad():
             logits = model(x_adv)

@@ -1,12 +1,13 @@
 """Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017)."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, check_images, check_norm, lp_norm
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
-from robustlab import progress
 
 
 class UAP(Attack):
@@ -35,13 +36,24 @@ class UAP(Attack):
     name = "uap"
     clean_on_failure = True
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", fooling_rate: float = 0.35, passes: int = 20,
-                 deepfool_steps: int = 10, overshoot: float = 0.02, chunk: int = 1, fit_data=None,
-                 fit_size: int | None = None):
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        fooling_rate: float = 0.35,
+        passes: int = 20,
+        deepfool_steps: int = 10,
+        overshoot: float = 0.02,
+        chunk: int = 1,
+        fit_data=None,
+        fit_size: int | None = None,
+    ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm, ("linf", "l2"))
         if isinstance(fooling_rate, bool) or not isinstance(fooling_rate, (int, float)) or not 0 <= fooling_rate <= 1:
-            raise RobustlabError(f"fooling_rate must lie in [0,1], got {fooling_rate!r}", "use e.g. 0.35 (DEEPSEC MNIST)")
+            raise RobustlabError(
+                f"fooling_rate must lie in [0,1], got {fooling_rate!r}", "use e.g. 0.35 (DEEPSEC MNIST)"
+            )
         self.fooling_rate, self.passes = float(fooling_rate), check_count(passes, "passes")
         self.deepfool = DeepFool(steps=deepfool_steps, overshoot=overshoot)
         self.chunk = check_count(chunk, "chunk")
@@ -51,8 +63,10 @@ class UAP(Attack):
         self.fit_passes = 0
 
     def __repr__(self) -> str:
-        return (f"UAP(eps={self.eps}, norm={self.norm}, fooling_rate={self.fooling_rate}, passes={self.passes}, "
-                f"deepfool={self.deepfool!r}, chunk={self.chunk}, fit_size={self.fit_size})")
+        return (
+            f"UAP(eps={self.eps}, norm={self.norm}, fooling_rate={self.fooling_rate}, passes={self.passes}, "
+            f"deepfool={self.deepfool!r}, chunk={self.chunk}, fit_size={self.fit_size})"
+        )
 
     def _project(self, v: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":
@@ -62,13 +76,19 @@ class UAP(Attack):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``clip(x + v, 0, 1)`` with the fitted ``v``."""
         if self.perturbation is None:
-            raise RobustlabError("UAP has not been fitted", "call uap.fit(model, x_fit, y_fit) first or give it fit_data")
+            raise RobustlabError(
+                "UAP has not been fitted", "call uap.fit(model, x_fit, y_fit) first or give it fit_data"
+            )
         return (x + self.perturbation.to(x)).clamp(0, 1)
 
     @torch.no_grad()
     def _fooled(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, batch: int = 500):
-        return torch.cat([goal_met(model((x[s:s + batch] + v).clamp(0, 1)).argmax(1), y[s:s + batch])
-                          for s in range(0, len(x), batch)])
+        return torch.cat(
+            [
+                goal_met(model((x[s : s + batch] + v).clamp(0, 1)).argmax(1), y[s : s + batch])
+                for s in range(0, len(x), batch)
+            ]
+        )
 
     def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None) -> "UAP":
         """Fit ``v`` on ``(x, y)``; ``seeds`` (one int per sample, default its index) fix the order
@@ -77,19 +97,20 @@ class UAP(Attack):
         x, y = x.detach(), y.to(x.device)
         seeds = torch.arange(len(x)) if seeds is None else torch.as_tensor(seeds)
         with torch.no_grad():
-            correct = torch.cat([model(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)]) == y
+            correct = torch.cat([model(x[s : s + 500]).argmax(1) for s in range(0, len(x), 500)]) == y
         if not correct.any():
             raise RobustlabError("UAP.fit got no sample the model classifies correctly", "fit on labelled clean data")
         x, y, seeds = x[correct], y[correct], seeds[correct.cpu()]
         v = torch.zeros_like(x[:1])
         best, best_rate, gen = v, -1.0, torch.Generator()
         for p in range(self.passes):
-            keys = torch.tensor([torch.rand(1, generator=gen.manual_seed(int(s) * 1000003 + p)).item()
-                                 for s in seeds.tolist()])
+            keys = torch.tensor(
+                [torch.rand(1, generator=gen.manual_seed(int(s) * 1000003 + p)).item() for s in seeds.tolist()]
+            )
             order = keys.argsort().to(x.device)
             for s in range(0, len(order), self.chunk):
                 progress.step(p * len(order) + s, self.passes * len(order))
-                idx = order[s:s + self.chunk]
+                idx = order[s : s + self.chunk]
                 idx = idx[~self._fooled(model, x[idx], y[idx], v)]
                 if len(idx) == 0:
                     continue
@@ -117,8 +138,10 @@ class UAP(Attack):
 
     def _fit_on_data(self, model: nn.Module, device: torch.device) -> None:
         if self.fit_data is None:
-            raise RobustlabError("UAP has not been fitted and has no fit_data",
-                                 "call uap.fit(model, x_fit, y_fit) first or give it fit_data (a datamodule)")
+            raise RobustlabError(
+                "UAP has not been fitted and has no fit_data",
+                "call uap.fit(model, x_fit, y_fit) first or give it fit_data (a datamodule)",
+            )
         self.fit_data.setup()
         split = self.fit_data.val_set
         n = len(split) if self.fit_size is None else min(self.fit_size, len(split))
@@ -131,6 +154,8 @@ class UAP(Attack):
         if self.perturbation is None:
             self._fit_on_data(model, x.device)
         if self.perturbation.shape[1:] != x.shape[1:]:
-            raise RobustlabError(f"UAP was fitted on images shaped {tuple(self.perturbation.shape[1:])}, "
-                                 f"got {tuple(x.shape[1:])}", "fit it on data shaped like the batches it attacks")
+            raise RobustlabError(
+                f"UAP was fitted on images shaped {tuple(self.perturbation.shape[1:])}, got {tuple(x.shape[1:])}",
+                "fit it on data shaped like the batches it attacks",
+            )
         return self.apply(x)

@@ -1,5 +1,6 @@
 """The training-time profiler that stores the neuron bounds coverage needs with the run
 (``checkpoints/last.coverage.pt``)."""
+
 from collections.abc import Mapping
 from pathlib import Path
 

@@ -10,6 +10,7 @@ Grayscale images: noise, blur, geometric and contrast steps run per channel; col
 (snow's brightening, spatter's and frost's colours, saturate through gray RGB and back); brightness
 adds to the single channel. The reference package instead returns three channels for gray input.
 """
+
 import torch
 
 from robustlab.attacks.base import check_images as check_images_in_range
@@ -19,25 +20,55 @@ from robustlab.corruptions.params import PARAMS
 from robustlab.corruptions.perturbations import PERTURBATIONS, perturbation_sequence
 from robustlab.errors import RobustlabError
 
-BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-             "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-             "jpeg_compression")
+BENCHMARK = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
 HELD_OUT = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS = BENCHMARK + HELD_OUT
 
 _FUNCTIONS = {
-    "gaussian_noise": noise.gaussian_noise, "shot_noise": noise.shot_noise,
-    "impulse_noise": noise.impulse_noise, "speckle_noise": noise.speckle_noise,
-    "defocus_blur": blur.defocus_blur, "glass_blur": blur.glass_blur, "motion_blur": blur.motion_blur,
-    "zoom_blur": blur.zoom_blur, "gaussian_blur": blur.gaussian_blur,
-    "snow": weather.snow, "frost": weather.frost, "fog": weather.fog, "spatter": weather.spatter,
-    "brightness": digital.brightness, "contrast": digital.contrast, "saturate": digital.saturate,
-    "elastic_transform": digital.elastic_transform, "pixelate": digital.pixelate,
+    "gaussian_noise": noise.gaussian_noise,
+    "shot_noise": noise.shot_noise,
+    "impulse_noise": noise.impulse_noise,
+    "speckle_noise": noise.speckle_noise,
+    "defocus_blur": blur.defocus_blur,
+    "glass_blur": blur.glass_blur,
+    "motion_blur": blur.motion_blur,
+    "zoom_blur": blur.zoom_blur,
+    "gaussian_blur": blur.gaussian_blur,
+    "snow": weather.snow,
+    "frost": weather.frost,
+    "fog": weather.fog,
+    "spatter": weather.spatter,
+    "brightness": digital.brightness,
+    "contrast": digital.contrast,
+    "saturate": digital.saturate,
+    "elastic_transform": digital.elastic_transform,
+    "pixelate": digital.pixelate,
     "jpeg_compression": digital.jpeg_compression,
 }
 # Where the CIFAR-10-C code differs from ImageNet-C beyond the numbers.
-_CIFAR_VARIANT = {"zoom_blur": {"centered_trim": True}, "snow": {"centered_trim": True},
-                  "pixelate": {"upsample": "box"}, "elastic_transform": {"cifar": True}, "frost": {"cifar": True}}
+_CIFAR_VARIANT = {
+    "zoom_blur": {"centered_trim": True},
+    "snow": {"centered_trim": True},
+    "pixelate": {"upsample": "box"},
+    "elastic_transform": {"cifar": True},
+    "frost": {"cifar": True},
+}
 
 
 def check_images(x: torch.Tensor, who: str = "corrupt") -> None:
@@ -47,16 +78,21 @@ def check_images(x: torch.Tensor, who: str = "corrupt") -> None:
     and the range, in one pass instead of three."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise RobustlabError(f"{who} needs a (B, C, H, W) tensor with C in 1 or 3, got {shape}",
-                             "pass a batch such as x[None] for one image, as float in [0,1]")
+        raise RobustlabError(
+            f"{who} needs a (B, C, H, W) tensor with C in 1 or 3, got {shape}",
+            "pass a batch such as x[None] for one image, as float in [0,1]",
+        )
     if min(x.shape[-2:]) < 32:
-        raise RobustlabError(f"{who} got {x.shape[-2]}x{x.shape[-1]} px images, corruptions need at least 32x32",
-                             "resize the images to 32 px or more first (e.g. MNIST 28 px -> 32 px)")
+        raise RobustlabError(
+            f"{who} got {x.shape[-2]}x{x.shape[-1]} px images, corruptions need at least 32x32",
+            "resize the images to 32 px or more first (e.g. MNIST 28 px -> 32 px)",
+        )
     check_images_in_range(torch.stack(torch.aminmax(x)) if x.is_floating_point() else x, who)
 
 
-def corrupt(x: torch.Tensor, name: str, severity: int, generator=None, params: str = "cifar",
-            frost_textures: str = "procedural") -> torch.Tensor:
+def corrupt(
+    x: torch.Tensor, name: str, severity: int, generator=None, params: str = "cifar", frost_textures: str = "procedural"
+) -> torch.Tensor:
     """Corruption ``name`` at ``severity`` (1-5) of the batch ``x``; see the module docstring.
     ``frost_textures``: ``procedural`` (default, no files) or ``reference`` (the imagecorruptions photos)."""
     if name not in _FUNCTIONS:
@@ -77,5 +113,13 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator=None, params: s
         return _FUNCTIONS[name](x, c, rng, **kwargs).to(x.dtype)
 
 
-__all__ = ["corrupt", "check_images", "BENCHMARK", "HELD_OUT", "CORRUPTIONS", "PARAMS", "PERTURBATIONS",
-           "perturbation_sequence"]
+__all__ = [
+    "corrupt",
+    "check_images",
+    "BENCHMARK",
+    "HELD_OUT",
+    "CORRUPTIONS",
+    "PARAMS",
+    "PERTURBATIONS",
+    "perturbation_sequence",
+]

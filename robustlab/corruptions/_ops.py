@@ -1,4 +1,5 @@
 """Batched building blocks shared by the corruption families: randomness, padding, filters, resampling."""
+
 import math
 import warnings
 from collections.abc import Sequence
@@ -42,8 +43,9 @@ class Rng:
             g = self.generator
             dev = g.device if g is not None else rates.device
             return torch.poisson(rates.to(dev), generator=g).to(rates.device)
-        return torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rates, self.generator)]
-                           ).to(rates.device)
+        return torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rates, self.generator)]).to(
+            rates.device
+        )
 
 
 def pad_index(n: int, before: int, after: int, mode: str, device=None) -> torch.Tensor:
@@ -71,9 +73,9 @@ def pad2d(x: torch.Tensor, ph: tuple[int, int], pw: tuple[int, int], mode: str) 
     if max(ph) < h and max(pw) < w:
         if mode in ("replicate", "reflect"):
             return F.pad(x, (pw[0], pw[1], ph[0], ph[1]), mode=mode)
-        top, bottom = x[..., :ph[0], :].flip(-2), x[..., h - ph[1]:, :].flip(-2)
+        top, bottom = x[..., : ph[0], :].flip(-2), x[..., h - ph[1] :, :].flip(-2)
         x = torch.cat([top, x, bottom], -2)
-        left, right = x[..., :pw[0]].flip(-1), x[..., w - pw[1]:].flip(-1)
+        left, right = x[..., : pw[0]].flip(-1), x[..., w - pw[1] :].flip(-1)
         return torch.cat([left, x, right], -1)
     x = x.index_select(-2, pad_index(h, *ph, mode, x.device))
     return x.index_select(-1, pad_index(w, *pw, mode, x.device))
@@ -129,8 +131,9 @@ def filter2d_lowrank(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect
     out = torch.zeros_like(x)
     for r in range(int((s > s[0] * 1e-9).sum())):
         root = s[r].sqrt()
-        out += apply_separable(x, filter_matrix(h, u[:, r] * root, mode, x.device),
-                               filter_matrix(w, vt[r] * root, mode, x.device))
+        out += apply_separable(
+            x, filter_matrix(h, u[:, r] * root, mode, x.device), filter_matrix(w, vt[r] * root, mode, x.device)
+        )
     return out
 
 
@@ -182,7 +185,7 @@ def filter2d_fast(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect") 
     taps = torch.where(kernel.abs() > kernel.abs().max() * 1e-12, kernel, 0.0)
     nnz = int((taps != 0).sum())
     s = torch.linalg.svdvals(kernel)
-    if nnz > 40 * int((s > s[0] * 1e-9).sum()) or nnz * h * w > 2 ** 22:
+    if nnz > 40 * int((s > s[0] * 1e-9).sum()) or nnz * h * w > 2**22:
         return filter2d_lowrank(x, kernel, mode)
     key = tuple(map(tuple, taps.tolist()))
     return apply_operator(x, _cached_conv_operator(key, h, w, mode, x.dtype, x.device))
@@ -218,7 +221,7 @@ def zoom_matrix(n: int, factor: float, centered_trim: bool, device=None) -> torc
     o = torch.arange(start, start + n, dtype=torch.float64, device=device)
     scale = (crop - 1) / (out - 1) if out > 1 else 0.0
     m = torch.zeros(n, n, dtype=torch.float64, device=device)
-    m[:, top:top + crop] = interp_matrix(o * scale, crop)
+    m[:, top : top + crop] = interp_matrix(o * scale, crop)
     return m
 
 
@@ -235,7 +238,7 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
     chunk padded by replication."""
     b, c, h, w = x.shape
     width = int(2 * math.ceil(radius) + 1)
-    taps = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    taps = torch.exp(-(torch.arange(width, dtype=torch.float64) ** 2) / (2 * sigma**2))
     taps = (taps / taps.sum()).tolist()
     rad = torch.deg2rad(angle.detach().double().cpu())
     i = torch.arange(width, dtype=torch.float64)
@@ -247,19 +250,19 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle: torch.Tenso
     key = torch.where(alive, (dy + h) * (2 * w + 1) + dx + w, -1)
     xs = x[order.to(x.device)]
     out = torch.zeros_like(xs)
-    chunk = max(1, 2 ** 18 // (c * h * w))  # about 1 MB of float32 per chunk
+    chunk = max(1, 2**18 // (c * h * w))  # about 1 MB of float32 per chunk
     for a0 in range(0, b, chunk):
-        cy, cx, ck = dy[a0:a0 + chunk], dx[a0:a0 + chunk], key[a0:a0 + chunk]
+        cy, cx, ck = dy[a0 : a0 + chunk], dx[a0 : a0 + chunk], key[a0 : a0 + chunk]
         top, left = max(0, int(cy.max())), max(0, int(cx.max()))
-        xp = pad2d(xs[a0:a0 + chunk], (top, max(0, -int(cy.min()))), (left, max(0, -int(cx.min()))), "replicate")
+        xp = pad2d(xs[a0 : a0 + chunk], (top, max(0, -int(cy.min()))), (left, max(0, -int(cx.min()))), "replicate")
         start = torch.ones_like(ck, dtype=torch.bool)
         start[1:] = ck[1:] != ck[:-1]
         tap, first = start.T.nonzero().unbind(1)
         last = torch.cat([torch.where(tap[1:] == tap[:-1], first[1:], len(ck)), torch.tensor([len(ck)])])
         runs = torch.stack([first, last, top - cy[first, tap], left - cx[first, tap], tap], 1)[ck[first, tap] >= 0]
-        o = out[a0:a0 + chunk]
+        o = out[a0 : a0 + chunk]
         for s, e, sy, sx, t in runs.tolist():
-            o[s:e].add_(xp[s:e, :, sy:sy + h, sx:sx + w], alpha=taps[t])
+            o[s:e].add_(xp[s:e, :, sy : sy + h, sx : sx + w], alpha=taps[t])
     return out[torch.argsort(order).to(x.device)]
 
 

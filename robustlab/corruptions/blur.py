@@ -1,4 +1,5 @@
 """Blur corruptions: defocus, glass, motion, zoom and Gaussian blur."""
+
 from functools import lru_cache
 
 import numpy as np
@@ -10,7 +11,7 @@ from robustlab.corruptions._ops import Rng
 
 def _gauss_kernel_cv(size: int, sigma: float) -> torch.Tensor:
     t = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(t**2) / (2 * sigma**2))
     return k / k.sum()
 
 
@@ -19,7 +20,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
     normalised and smoothed by a 3x3 (5x5 for radius > 8) Gaussian of std ``alias_blur``."""
     half = 8 if radius <= 8 else int(radius)
     t = torch.arange(-half, half + 1, dtype=torch.float64)
-    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius ** 2).double()
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).double()
     disk /= disk.sum()
     g = _gauss_kernel_cv(3 if radius <= 8 else 5, alias_blur)
     return _ops.filter2d(disk[None, None], g[:, None] * g[None, :], "reflect")[0, 0]
@@ -72,10 +73,11 @@ def _local_copies(x: torch.Tensor, delta: int, offsets: torch.Tensor) -> torch.T
     cols = dx + torch.arange(lo, hi_w + 1, device=x.device)
     base = torch.arange(b, device=x.device)[:, None, None] * (h * w)
     jump = torch.arange(b * h * w, device=x.device).view(b, h, w)
-    jump[:, lo:hi_h + 1, lo:hi_w + 1] = base + rows * w + cols
+    jump[:, lo : hi_h + 1, lo : hi_w + 1] = base + rows * w + cols
     done = torch.ones(b, h, w, dtype=torch.bool, device=x.device)
-    done[:, lo:hi_h + 1, lo:hi_w + 1] = ~(((dy > 0) | ((dy == 0) & (dx > 0))) & (rows <= hi_h) & (cols >= lo)
-                                          & (cols <= hi_w))
+    done[:, lo : hi_h + 1, lo : hi_w + 1] = ~(
+        ((dy > 0) | ((dy == 0) & (dx > 0))) & (rows <= hi_h) & (cols >= lo) & (cols <= hi_w)
+    )
     jump, done = jump.flatten(), done.flatten()
     todo = torch.nonzero(~done).flatten()
     while todo.numel():
@@ -98,4 +100,3 @@ def glass_blur(x: torch.Tensor, c, rng: Rng) -> torch.Tensor:
         offsets = rng.randint(-delta, delta, n_h, n_w, 2).to(x.device)
         y = _local_copies(y, delta, offsets)
     return _ops.gaussian_blur(y, sigma).clamp(0, 1)
-

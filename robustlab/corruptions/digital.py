@@ -1,4 +1,5 @@
 """Digital corruptions: brightness, contrast, elastic transform, pixelate, JPEG and (held-out) saturate."""
+
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
@@ -60,8 +61,9 @@ def pixelate(x: torch.Tensor, c: float, rng: Rng, upsample: str = "nearest") -> 
     h, w = x.shape[-2:]
     sh, sw = int(h * c), int(w * c)
     down = _ops.apply_separable(x, pil_resize_matrix(h, sh, "box", x.device), pil_resize_matrix(w, sw, "box", x.device))
-    return _ops.apply_separable(down, pil_resize_matrix(sh, h, upsample, x.device),
-                                pil_resize_matrix(sw, w, upsample, x.device)).clamp(0, 1)
+    return _ops.apply_separable(
+        down, pil_resize_matrix(sh, h, upsample, x.device), pil_resize_matrix(sw, w, upsample, x.device)
+    ).clamp(0, 1)
 
 
 def jpeg_compression(x: torch.Tensor, c: int, rng: Rng) -> torch.Tensor:

@@ -10,8 +10,9 @@ the first and second moments of the texture (what frost's error statistics depen
 ``textures="reference"`` crops the ``imagecorruptions`` photos instead (resized as the reference does:
 by 0.2 for ``params="cifar"``; to 1.1x the image for ``params="imagenet"``), when that package is installed.
 """
+
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -62,8 +63,9 @@ def procedural(batch: int, channels: int, h: int, w: int, rng: Rng, device=None)
     cloud = plasma_fractal(batch, size, 2.0, rng, device)[:, None, :h, :w]
     seeds = (rng.uniform(1, h, w) < 0.04).float().to(device)
     length = max(2.0, 0.08 * max(h, w))
-    needles = torch.stack([_ops.motion_blur(seeds, length, length / 2, rng.uniform(low=0.0, high=360.0))
-                           for _ in range(3)]).amax(0)
+    needles = torch.stack(
+        [_ops.motion_blur(seeds, length, length / 2, rng.uniform(low=0.0, high=360.0)) for _ in range(3)]
+    ).amax(0)
     pattern = cloud + 2.0 * needles / needles.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
     pattern = pattern - pattern.mean((2, 3), keepdim=True)
     pattern = pattern / pattern.std((2, 3), keepdim=True).clamp_min(1e-6)
@@ -74,13 +76,15 @@ def procedural(batch: int, channels: int, h: int, w: int, rng: Rng, device=None)
     return _ops.gray(tex) if channels == 1 else tex
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo(name: str) -> torch.Tensor:
     try:
         import imagecorruptions
     except ImportError:
-        raise RobustlabError("frost textures='reference' needs the imagecorruptions photos",
-                             "pip install imagecorruptions-imaug, or use textures='procedural'") from None
+        raise RobustlabError(
+            "frost textures='reference' needs the imagecorruptions photos",
+            "pip install imagecorruptions-imaug, or use textures='procedural'",
+        ) from None
     from PIL import Image
 
     path = f"{imagecorruptions.__path__[0]}/frost/{name}"
@@ -106,6 +110,6 @@ def reference(batch: int, channels: int, h: int, w: int, rng: Rng, cifar: bool, 
         photo = _resized(PHOTOS[k], round(scale, 6))
         top = int(corners[b, 0] * (photo.shape[1] - h))
         left = int(corners[b, 1] * (photo.shape[2] - w))
-        out.append(photo[:, top:top + h, left:left + w])
+        out.append(photo[:, top : top + h, left : left + w])
     tex = torch.stack(out).to(device)
     return _ops.gray(tex) if channels == 1 else tex

@@ -1,4 +1,5 @@
 """Noise corruptions: Gaussian, shot (Poisson), impulse (salt & pepper) and speckle."""
+
 import math
 from functools import lru_cache
 

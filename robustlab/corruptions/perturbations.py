@@ -5,6 +5,7 @@
 do for noise); the others start at the clean image and change a little from frame to frame (flips
 are counted between consecutive frames). ``PERTURBATIONS[name]`` says which.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -12,9 +13,15 @@ from robustlab.corruptions import _ops
 from robustlab.corruptions._ops import Rng
 from robustlab.errors import RobustlabError
 
-PERTURBATIONS = {"gaussian_noise": "first", "shot_noise": "first", "gaussian_blur": "consecutive",
-                 "brightness": "consecutive", "translate": "consecutive", "rotate": "consecutive",
-                 "scale": "consecutive"}
+PERTURBATIONS = {
+    "gaussian_noise": "first",
+    "shot_noise": "first",
+    "gaussian_blur": "consecutive",
+    "brightness": "consecutive",
+    "translate": "consecutive",
+    "rotate": "consecutive",
+    "scale": "consecutive",
+}
 NOISE_STD, PHOTONS = 0.04, 250.0
 MAX_BLUR, MAX_BRIGHTNESS, MAX_ANGLE, MAX_ZOOM = 1.0, 0.3, 15.0, 1.25
 

@@ -1,8 +1,10 @@
 """Weather corruptions: snow, frost, fog and (held-out) spatter."""
+
 import torch
 import torch.nn.functional as F
 
-from robustlab.corruptions import _ops, frost as _frost
+from robustlab.corruptions import _ops
+from robustlab.corruptions import frost as _frost
 from robustlab.corruptions._ops import Rng
 
 WATER = (175 / 255, 238 / 255, 238 / 255)
@@ -21,8 +23,9 @@ def snow(x: torch.Tensor, c, rng: Rng, centered_trim: bool = False) -> torch.Ten
     towards ``1.5 * gray + 0.5`` with weight ``1 - c[6]``."""
     b, _, h, w = x.shape
     layer = rng.normal(1, h, w, mean=c[0], std=c[1])
-    layer = _ops.apply_separable(layer, _ops.zoom_matrix(h, c[2], centered_trim, x.device),
-                                 _ops.zoom_matrix(w, c[2], centered_trim, x.device))
+    layer = _ops.apply_separable(
+        layer, _ops.zoom_matrix(h, c[2], centered_trim, x.device), _ops.zoom_matrix(w, c[2], centered_trim, x.device)
+    )
     layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
     layer = _ops.motion_blur(layer, c[4], c[5], rng.uniform(low=-135.0, high=-45.0))
     layer = torch.round(layer * 255) / 255
@@ -66,14 +69,18 @@ def _canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     p = F.pad(mag, (1, 1, 1, 1))
 
     def nb(dy, dx):
-        return p[..., 1 + dy:1 + dy + mag.shape[-2], 1 + dx:1 + dx + mag.shape[-1]]
+        return p[..., 1 + dy : 1 + dy + mag.shape[-2], 1 + dx : 1 + dx + mag.shape[-1]]
 
     def is_peak(dy, dx):  # larger than the neighbour before, at least the one after, along (dy, dx)
         return (mag > nb(-dy, -dx)) & (mag >= nb(dy, dx))
 
     diag, rising = ~(horiz | vert), (gx * gy) > 0
-    peak = (mag > low) & ((horiz & is_peak(0, 1)) | (vert & is_peak(1, 0)) | (diag & rising & is_peak(1, 1))
-                          | (diag & ~rising & is_peak(1, -1)))
+    peak = (mag > low) & (
+        (horiz & is_peak(0, 1))
+        | (vert & is_peak(1, 0))
+        | (diag & rising & is_peak(1, 1))
+        | (diag & ~rising & is_peak(1, -1))
+    )
     edges = peak & (mag > high)
     for _ in range(img.shape[-2] * img.shape[-1]):
         grown = _dilate3(edges) & peak
@@ -103,7 +110,7 @@ def _distance(edges: torch.Tensor, cap: float) -> torch.Tensor:
             d = rows[r]
             if prev is not None:
                 p = F.pad(prev, (1, 1), value=big)
-                d = torch.minimum(d, torch.minimum(p[:, 1:-1] + 1, torch.minimum(p[:, :-2], p[:, 2:]) + 2 ** 0.5))
+                d = torch.minimum(d, torch.minimum(p[:, 1:-1] + 1, torch.minimum(p[:, :-2], p[:, 2:]) + 2**0.5))
             if order.step > 0:
                 d = torch.cummin(d - col, 1).values + col
             else:
@@ -116,7 +123,9 @@ def _equalize(img: torch.Tensor) -> torch.Tensor:
     """OpenCV ``equalizeHist`` per image on (B,1,H,W) integer-valued 0..255 floats."""
     b = img.shape[0]
     v = img.flatten(1).long().clamp(0, 255)
-    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float64))
+    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device).scatter_add_(
+        1, v, torch.ones_like(v, dtype=torch.float64)
+    )
     total = v.shape[1]
     first = (hist > 0).double().argmax(1, keepdim=True)
     first_count = hist.gather(1, first)

@@ -1,4 +1,5 @@
 """Datamodules: offline ``MNIST5k`` and ``Digits``; ``MNIST``, ``CIFAR10``, ``SVHN`` via torchvision."""
+
 from robustlab.data.base import ImageDataModule
 from robustlab.data.digits import Digits
 from robustlab.data.mnist5k import MNIST5k

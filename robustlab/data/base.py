@@ -1,4 +1,5 @@
 """Shared datamodule logic: splits, indexed samples and exact (unpadded) evaluation sharding."""
+
 from collections.abc import Sequence
 
 import lightning as L
@@ -46,10 +47,20 @@ class ImageDataModule(L.LightningDataModule):
     image_size: int = 28
     num_classes: int = 10
 
-    def __init__(self, root: str = "data", batch_size: int = 100, eval_batch_size: int | None = None,
-                 val_size: int = 500, train_size: int | None = None, test_size: int | None = None,
-                 num_workers: int = 0, seed: int = 0, download: bool = False, family: str | None = None,
-                 threat: dict | None = None):
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 100,
+        eval_batch_size: int | None = None,
+        val_size: int = 500,
+        train_size: int | None = None,
+        test_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        download: bool = False,
+        family: str | None = None,
+        threat: dict | None = None,
+    ):
         super().__init__()
         self.family, self.threat = family, dict(threat or {})
         self.root, self.batch_size = root, batch_size
@@ -68,7 +79,7 @@ class ImageDataModule(L.LightningDataModule):
             return
         pool = self.load("train")
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(self.seed)).tolist()
-        train_idx = order[self.val_size:]
+        train_idx = order[self.val_size :]
         if self.train_size is not None:
             train_idx = train_idx[: self.train_size]
         self.train_set = Indexed(Subset(pool, train_idx))
@@ -79,8 +90,14 @@ class ImageDataModule(L.LightningDataModule):
         self.test_set = Indexed(test)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)
@@ -92,10 +109,16 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         sampler = None
         if trainer is not None and trainer.world_size > 1:
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
-                                                   rank=trainer.global_rank, shuffle=False)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def describe(self) -> str:
         return f"{self.name} ({self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes)"

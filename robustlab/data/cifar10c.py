@@ -1,4 +1,5 @@
 """The released CIFAR-10-C / CIFAR-100-C arrays: one ``<corruption>.npy`` per corruption plus ``labels.npy``."""
+
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ class CIFAR10C(ImageDataModule):
     def _path(self, stem: str) -> Path:
         path = Path(self.root) / f"{stem}.npy"
         if not path.is_file():
-            raise RobustlabError(f"{path} is missing ({self.name.upper().replace('C', '-C', 1)} arrays expected under "
-                                 f"{self.root!r})", "download CIFAR-10-C / CIFAR-100-C from Zenodo and set data.root=DIR")
+            raise RobustlabError(
+                f"{path} is missing ({self.name.upper().replace('C', '-C', 1)} arrays expected under {self.root!r})",
+                "download CIFAR-10-C / CIFAR-100-C from Zenodo and set data.root=DIR",
+            )
         return path
 
     def load(self, split: str) -> TensorPairs:
@@ -43,8 +46,10 @@ class CIFAR10C(ImageDataModule):
             return TensorPairs(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long))
         n = len(images) // 5
         if len(images) % 5 or len(labels) != len(images):
-            raise RobustlabError(f"{self.corruption}.npy has {len(images)} images and labels.npy {len(labels)}",
-                                 "use the released arrays: 5 severities stacked, one label per image")
+            raise RobustlabError(
+                f"{self.corruption}.npy has {len(images)} images and labels.npy {len(labels)}",
+                "use the released arrays: 5 severities stacked, one label per image",
+            )
         rows = slice((self.severity - 1) * n, self.severity * n)
         x = torch.from_numpy(np.array(images[rows])).permute(0, 3, 1, 2).float() / 255
         return TensorPairs(x, torch.from_numpy(np.asarray(labels[rows]).astype(np.int64)))

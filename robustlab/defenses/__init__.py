@@ -1,4 +1,5 @@
 """Defenses: LightningModules on the shared :class:`RobustClassifier` base."""
+
 from robustlab.defenses.adversarial import AdversarialTraining
 from robustlab.defenses.base import RobustClassifier
 from robustlab.defenses.distillation import DefensiveDistillation, DistillationTeacher
@@ -18,6 +19,24 @@ from robustlab.defenses.standard import Standard
 from robustlab.defenses.te import ThermometerEncoding
 from robustlab.defenses.trades import TRADES
 
-__all__ = ["RobustClassifier", "AdversarialTraining", "Standard", "PGDAdversarialTraining", "TRADES", "MART", "IGR",
-           "FeatureSqueezing", "LID", "MagNet", "ThermometerEncoding", "NAT", "EAT", "DistillationTeacher",
-           "DefensiveDistillation", "RT", "EIT", "RC", "PixelDefend"]
+__all__ = [
+    "RobustClassifier",
+    "AdversarialTraining",
+    "Standard",
+    "PGDAdversarialTraining",
+    "TRADES",
+    "MART",
+    "IGR",
+    "FeatureSqueezing",
+    "LID",
+    "MagNet",
+    "ThermometerEncoding",
+    "NAT",
+    "EAT",
+    "DistillationTeacher",
+    "DefensiveDistillation",
+    "RT",
+    "EIT",
+    "RC",
+    "PixelDefend",
+]

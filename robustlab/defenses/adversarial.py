@@ -1,4 +1,5 @@
 """Shared base of the adversarial-training defenses: scheduled, mode-controlled example generation."""
+
 from collections.abc import Callable
 
 import torch
@@ -20,9 +21,16 @@ class AdversarialTraining(RobustClassifier):
       restoring each module's own mode afterwards; ``"train"`` leaves the modes as they are.
     """
 
-    def __init__(self, net: nn.Module, attack: Attack, warmup_epochs: float = 0.0, attack_mode: str = "eval",
-                 optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        attack: Attack,
+        warmup_epochs: float = 0.0,
+        attack_mode: str = "eval",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         if attack_mode not in ("eval", "train"):
             raise RobustlabError(f"unknown attack_mode {attack_mode!r}", "use defense.attack_mode=eval or train")
@@ -59,9 +67,17 @@ class RegularisedAdversarialTraining(AdversarialTraining):
 
     objective: Callable[..., torch.Tensor]
 
-    def __init__(self, net: nn.Module, attack: Attack, beta: float = 6.0, warmup_epochs: float = 0.0,
-                 attack_mode: str = "eval", optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        attack: Attack,
+        beta: float = 6.0,
+        warmup_epochs: float = 0.0,
+        attack_mode: str = "eval",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, attack, warmup_epochs, attack_mode, optimizer, scheduler, scheduler_interval)
         self.beta = beta
 

@@ -1,4 +1,5 @@
 """The shared base of every defense: a LightningModule around a [0,1]-input classifier."""
+
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +30,13 @@ class RobustClassifier(L.LightningModule):
     ``total_steps`` (e.g. OneCycleLR) gets the run's number of optimiser steps.
     """
 
-    def __init__(self, net: nn.Module, optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__()
         self.model = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -82,8 +88,10 @@ class RobustClassifier(L.LightningModule):
         params, group = list(self.parameters()), self.own_lr_group()
         if group is not None:
             own = {id(p) for p in group[0].parameters()}
-            params = [{"params": [p for p in params if id(p) not in own]},
-                      {"params": [p for p in params if id(p) in own], "lr": group[1]}]
+            params = [
+                {"params": [p for p in params if id(p) not in own]},
+                {"params": [p for p in params if id(p) in own], "lr": group[1]},
+            ]
         optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
@@ -126,8 +134,15 @@ class InferenceDefense(RobustClassifier):
     stores ``{"_target_": wrapper, **options}`` as ``meta["inference"]`` and the wrapper's state as
     ``inference.*``, so ``load_model`` returns the wrapper. ``options`` must be plain values."""
 
-    def __init__(self, net: nn.Module, wrapper: type[nn.Module], options: dict[str, Any],
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        wrapper: type[nn.Module],
+        options: dict[str, Any],
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.inference = wrapper(net, **options)
         self.inference_node = {"_target_": f"{wrapper.__module__}.{wrapper.__qualname__}", **options}

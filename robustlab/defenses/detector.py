@@ -1,5 +1,6 @@
 """Shared pieces of the detection defenses (FS, LID, MagNet): the inference wrapper with its
 validation-calibrated threshold, and the LightningModule that trains and calibrates it."""
+
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,8 +27,10 @@ def fpr_threshold(scores: torch.Tensor, fpr: float) -> torch.Tensor:
     if not 0 <= fpr < 1:
         raise RobustlabError(f"false-positive rate must lie in [0, 1), got {fpr!r}", "set defense.fpr to e.g. 0.05")
     if scores.numel() == 0:
-        raise RobustlabError("no clean validation images to set the detection threshold on",
-                             "keep a validation split (data.val_size > 0)")
+        raise RobustlabError(
+            "no clean validation images to set the detection threshold on",
+            "keep a validation split (data.val_size > 0)",
+        )
     allowed = math.floor(fpr * scores.numel() + 1e-9)
     return scores.sort(descending=True).values[min(allowed, scores.numel() - 1)]
 
@@ -47,8 +50,10 @@ class Detector(DetectorModel):
         self.net = net
         fprs = [float(fpr) / n_scores] * n_scores if isinstance(fpr, (int, float)) else [float(f) for f in fpr]
         if len(fprs) != n_scores:
-            raise RobustlabError(f"{type(self).__name__} has {n_scores} scores but got {len(fprs)} false-positive rates",
-                                 f"give one defense.fpr or a list of {n_scores}")
+            raise RobustlabError(
+                f"{type(self).__name__} has {n_scores} scores but got {len(fprs)} false-positive rates",
+                f"give one defense.fpr or a list of {n_scores}",
+            )
         self.fpr = fprs
         self.register_buffer("threshold", torch.full((n_scores,), float("nan")))
 
@@ -70,8 +75,10 @@ class Detector(DetectorModel):
 
     def detect(self, x: torch.Tensor) -> torch.Tensor:
         if torch.isnan(self.threshold).any():
-            raise RobustlabError(f"{type(self).__name__} has no threshold yet",
-                                 "calibrate it on clean validation images (train.py does this after each validation epoch)")
+            raise RobustlabError(
+                f"{type(self).__name__} has no threshold yet",
+                "calibrate it on clean validation images (train.py does this after each validation epoch)",
+            )
         if len(x) == 0:
             return torch.zeros(0, dtype=torch.bool, device=x.device)
         return (self.batched_scores(x) > self.threshold).any(1)
@@ -86,8 +93,15 @@ class DetectorDefense(RobustClassifier):
     checkpoint's ``meta["inference"]`` and its state to ``inference.*``, so ``load_model`` returns it.
     """
 
-    def __init__(self, net: nn.Module, inference: Detector, inference_node: dict[str, Any],
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        inference: Detector,
+        inference_node: dict[str, Any],
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.inference, self.inference_node = inference, inference_node
         self._val: list[tuple[torch.Tensor, ...]] = []

@@ -1,4 +1,5 @@
 """Defensive distillation (Papernot et al. 2016; DEEPSEC's DD)."""
+
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +28,14 @@ def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 class DistillationTeacher(RobustClassifier):
     """DD stage 1: the teacher, trained with cross-entropy on ``softmax(z / T)`` (hard labels)."""
 
-    def __init__(self, net: nn.Module, temperature: float = 50.0, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        temperature: float = 50.0,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.temperature = _check_temperature(temperature)
 
@@ -45,16 +52,26 @@ class DefensiveDistillation(RobustClassifier):
     A gradient-masking defense: at T = 1 its softmax saturates, so evaluate it with a gradient-free
     attack too. ``stages`` is read by ``train.py`` only."""
 
-    def __init__(self, net: nn.Module, teacher: str | None = None, temperature: float = 50.0, stages: Any = None,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        teacher: str | None = None,
+        temperature: float = 50.0,
+        stages: Any = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         self.temperature = _check_temperature(temperature)
         self._teacher = [load_frozen(teacher)] if teacher else []  # a list: out of state_dict and optimiser
 
     def on_fit_start(self) -> None:
         if not self._teacher:
-            raise RobustlabError("defensive distillation has no teacher",
-                                 "pass defense.teacher=<teacher ckpt> or keep defense.stages.teacher to train it first")
+            raise RobustlabError(
+                "defensive distillation has no teacher",
+                "pass defense.teacher=<teacher ckpt> or keep defense.stages.teacher to train it first",
+            )
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -1,4 +1,5 @@
 """EAT: ensemble adversarial training (Tramer et al. 2018; DEEPSEC's EAT)."""
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,22 +26,44 @@ class EAT(RegularisedAdversarialTraining):
 
     objective = staticmethod(mixed_loss)
 
-    def __init__(self, net: nn.Module, static: Sequence[str] | str | None = None, eps: float = 0.3, alpha: float = 0.05,
-                 beta: float = 1.0, attack_mode: str = "eval", stages: Any = None, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        static: Sequence[str] | str | None = None,
+        eps: float = 0.3,
+        alpha: float = 0.05,
+        beta: float = 1.0,
+        attack_mode: str = "eval",
+        stages: Any = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         eps, alpha = check_eps(eps), check_eps(alpha, "alpha")
         if not 0 <= alpha <= eps or eps == 0:
-            raise RobustlabError(f"EAT needs 0 <= alpha <= eps and eps > 0, got alpha {alpha} and eps {eps}",
-                                 "set defense.alpha below defense.eps (DEEPSEC: 0.05 and 0.3 on MNIST)")
-        super().__init__(net, RFGSM(eps=eps, alpha_ratio=alpha / eps), beta, 0.0, attack_mode, optimizer, scheduler,
-                         scheduler_interval)
+            raise RobustlabError(
+                f"EAT needs 0 <= alpha <= eps and eps > 0, got alpha {alpha} and eps {eps}",
+                "set defense.alpha below defense.eps (DEEPSEC: 0.05 and 0.3 on MNIST)",
+            )
+        super().__init__(
+            net,
+            RFGSM(eps=eps, alpha_ratio=alpha / eps),
+            beta,
+            0.0,
+            attack_mode,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+        )
         paths = [static] if isinstance(static, str) else list(static or [])
         self._static = [load_frozen(path) for path in paths]  # a list: out of state_dict and optimiser
 
     def on_fit_start(self) -> None:
         if not self._static:
-            raise RobustlabError("EAT has no static source models",
-                                 "pass defense.static=[ckpt,...] or keep defense.stages.static to train them first")
+            raise RobustlabError(
+                "EAT has no static source models",
+                "pass defense.static=[ckpt,...] or keep defense.stages.static to train them first",
+            )
 
     def source(self) -> nn.Module:
         """The model examples are generated on for this batch: 0 is the current model."""

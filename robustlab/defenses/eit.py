@@ -1,5 +1,6 @@
 """EIT: ensemble of input transformations (Guo et al. 2018, "Countering adversarial images using
 input transformations"; DEEPSEC's EIT)."""
+
 from collections.abc import Callable
 
 import torch
@@ -22,19 +23,30 @@ class EITTransform(nn.Module):
 
     Non-differentiable (JPEG, rounding): the output is detached."""
 
-    def __init__(self, crop_size: int = 26, lambda_tv: float = 0.03, keep_prob: float = 0.5, tv_steps: int = 100,
-                 jpeg_quality: int = 85, bits: int = 4):
+    def __init__(
+        self,
+        crop_size: int = 26,
+        lambda_tv: float = 0.03,
+        keep_prob: float = 0.5,
+        tv_steps: int = 100,
+        jpeg_quality: int = 85,
+        bits: int = 4,
+    ):
         super().__init__()
         if lambda_tv <= 0 or not 0 < keep_prob <= 1:
-            raise RobustlabError(f"EIT needs lambda_tv > 0 and keep_prob in (0, 1], got {lambda_tv} and {keep_prob}",
-                                 "use DEEPSEC's lambda_tv=0.03 and keep_prob=0.5")
+            raise RobustlabError(
+                f"EIT needs lambda_tv > 0 and keep_prob in (0, 1], got {lambda_tv} and {keep_prob}",
+                "use DEEPSEC's lambda_tv=0.03 and keep_prob=0.5",
+            )
         self.crop_size, self.lambda_tv, self.keep_prob, self.tv_steps = crop_size, lambda_tv, keep_prob, tv_steps
         self.jpeg_quality, self.bits = jpeg_quality, bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop_size > min(x.shape[-2:]):
-            raise RobustlabError(f"EIT crops {self.crop_size} px from {x.shape[-1]} px images",
-                                 "set defense.crop_size below the image size (26 MNIST, 30 CIFAR-10)")
+            raise RobustlabError(
+                f"EIT crops {self.crop_size} px from {x.shape[-1]} px images",
+                "set defense.crop_size below the image size (26 MNIST, 30 CIFAR-10)",
+            )
         with torch.no_grad():
             x = crop_rescale(x.detach(), self.crop_size)
             mask = torch.rand(len(x), 1, *x.shape[-2:], device=x.device) < self.keep_prob
@@ -57,11 +69,27 @@ class EIT(InferenceDefense):
     DEEPSEC's one transformed copy of the data set) and apply the transform at inference.
     DEEPSEC: crop 26 (MNIST) / 30 (CIFAR-10), lambda_tv 0.03, JPEG quality 85, 4 bits."""
 
-    def __init__(self, net: nn.Module, crop_size: int = 26, lambda_tv: float = 0.03, keep_prob: float = 0.5,
-                 tv_steps: int = 100, jpeg_quality: int = 85, bits: int = 4, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
-        options = {"crop_size": int(crop_size), "lambda_tv": float(lambda_tv), "keep_prob": float(keep_prob),
-                   "tv_steps": int(tv_steps), "jpeg_quality": int(jpeg_quality), "bits": int(bits)}
+    def __init__(
+        self,
+        net: nn.Module,
+        crop_size: int = 26,
+        lambda_tv: float = 0.03,
+        keep_prob: float = 0.5,
+        tv_steps: int = 100,
+        jpeg_quality: int = 85,
+        bits: int = 4,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
+        options = {
+            "crop_size": int(crop_size),
+            "lambda_tv": float(lambda_tv),
+            "keep_prob": float(keep_prob),
+            "tv_steps": int(tv_steps),
+            "jpeg_quality": int(jpeg_quality),
+            "bits": int(bits),
+        }
         super().__init__(net, EITClassifier, options, optimizer, scheduler, scheduler_interval)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Feature squeezing (Xu, Evans & Qi 2018): flag inputs whose prediction moves when squeezed."""
+
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -38,8 +39,10 @@ def non_local_means(x: torch.Tensor, search_window: int, patch_size: int, streng
     try:
         import cv2
     except ImportError:
-        raise RobustlabError("the non_local_means squeezer needs OpenCV",
-                             "pip install opencv-python-headless, or drop squeezers.non_local_means") from None
+        raise RobustlabError(
+            "the non_local_means squeezer needs OpenCV",
+            "pip install opencv-python-headless, or drop squeezers.non_local_means",
+        ) from None
     images = (x.detach().permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     out = []
     for img in images:
@@ -82,9 +85,17 @@ class FeatureSqueezingDetector(Detector):
 class FeatureSqueezing(DetectorDefense):
     """Train the classifier on clean data, then set the squeezing detector's threshold on validation."""
 
-    def __init__(self, net: nn.Module, squeezers: Mapping[str, int | Sequence | None], fpr: float = 0.05,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        squeezers: Mapping[str, int | Sequence | None],
+        fpr: float = 0.05,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         squeezers, fpr = plain(squeezers), plain(fpr)
         node = {"_target_": f"{__name__}.FeatureSqueezingDetector", "squeezers": squeezers, "fpr": fpr}
-        super().__init__(net, FeatureSqueezingDetector(net, squeezers, fpr), node, optimizer, scheduler,
-                         scheduler_interval)
+        super().__init__(
+            net, FeatureSqueezingDetector(net, squeezers, fpr), node, optimizer, scheduler, scheduler_interval
+        )

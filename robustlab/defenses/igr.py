@@ -1,4 +1,5 @@
 """Input gradient regularisation (Ross & Doshi-Velez 2018; DEEPSEC's IGR)."""
+
 from collections.abc import Callable
 
 import torch
@@ -11,8 +12,9 @@ from robustlab.errors import RobustlabError
 SCALINGS = ("batch", "per_example")
 
 
-def input_gradient_penalty(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                           scaling: str = "batch") -> tuple[torch.Tensor, torch.Tensor]:
+def input_gradient_penalty(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, scaling: str = "batch"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and the input-gradient penalty, kept differentiable (double backprop).
 
     * ``"batch"`` (DEEPSEC's code): ``||grad_x mean_n CE_n||_2^2`` over the whole batch, which is
@@ -32,8 +34,15 @@ class IGR(RobustClassifier):
     """Minimise ``CE + lam * penalty`` (see :func:`input_gradient_penalty` for ``scaling``).
     A gradient-masking defense: evaluate it with a gradient-free attack as well."""
 
-    def __init__(self, net: nn.Module, lam: float = 316.0, scaling: str = "batch", optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        lam: float = 316.0,
+        scaling: str = "batch",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, optimizer, scheduler, scheduler_interval)
         if scaling not in SCALINGS:
             raise RobustlabError(f"unknown IGR scaling {scaling!r}", f"use defense.scaling={' or '.join(SCALINGS)}")

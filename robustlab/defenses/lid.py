@@ -1,5 +1,6 @@
 """LID (Ma et al. 2018): local intrinsic dimensionality of every layer's activations as detection
 features, with a logistic-regression detector."""
+
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -32,12 +33,20 @@ class LIDDetector(Detector):
 
     chunk = 100
 
-    def __init__(self, net: nn.Module, k: int = 20, n_reference: int = 100, input_shape: Sequence[int] = (1, 28, 28),
-                 fpr: float = 0.05):
+    def __init__(
+        self,
+        net: nn.Module,
+        k: int = 20,
+        n_reference: int = 100,
+        input_shape: Sequence[int] = (1, 28, 28),
+        fpr: float = 0.05,
+    ):
         super().__init__(net, 1, fpr)
         if not 1 <= k <= n_reference:
-            raise RobustlabError(f"LID needs 1 <= k <= n_reference, got k={k}, n_reference={n_reference}",
-                                 "lower defense.k or raise defense.n_reference")
+            raise RobustlabError(
+                f"LID needs 1 <= k <= n_reference, got k={k}, n_reference={n_reference}",
+                "lower defense.k or raise defense.n_reference",
+            )
         self.k = k
         self.register_buffer("reference", torch.zeros(n_reference, *input_shape))
         with torch.no_grad(), eval_mode(net):
@@ -50,8 +59,11 @@ class LIDDetector(Detector):
     def activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of every :data:`LAYERS` module call of ``net`` on ``x``, in call order."""
         outputs: list[torch.Tensor] = []
-        hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().flatten(1).clone()))
-                 for m in self.net.modules() if isinstance(m, LAYERS)]
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().flatten(1).clone()))
+            for m in self.net.modules()
+            if isinstance(m, LAYERS)
+        ]
         try:
             self.net(x)
         finally:
@@ -63,8 +75,12 @@ class LIDDetector(Detector):
         """LID features ``(B, n_layers)`` of ``x`` against the reference images."""
         with torch.no_grad():
             ref = self.activations(self.reference)
-            return torch.cat([torch.stack([lid_mle(a, r, self.k) for a, r in zip(self.activations(chunk), ref)], 1)
-                              for chunk in x.split(self.chunk)]).float()
+            return torch.cat(
+                [
+                    torch.stack([lid_mle(a, r, self.k) for a, r in zip(self.activations(chunk), ref)], 1)
+                    for chunk in x.split(self.chunk)
+                ]
+            ).float()
 
     def decision(self, features: torch.Tensor) -> torch.Tensor:
         return ((features - self.mean) / self.std) @ self.coef + self.intercept
@@ -82,28 +98,47 @@ class LID(DetectorDefense):
     (inverse regularisation ``C``; Ma et al. cross-validate it) is fitted, and the threshold on its
     logit is set for ``fpr`` on all the clean non-reference validation images."""
 
-    def __init__(self, net: nn.Module, attacks: Mapping[str, Attack], k: int = 20, n_reference: int = 100,
-                 C: float = 1.0, fpr: float = 0.05, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        attacks: Mapping[str, Attack],
+        k: int = 20,
+        n_reference: int = 100,
+        C: float = 1.0,
+        fpr: float = 0.05,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         if not hasattr(net, "in_channels") or not hasattr(net, "image_size"):
-            raise RobustlabError(f"LID needs a robustlab model with in_channels and image_size, got {type(net).__name__}",
-                                 "use a model from robustlab.models")
+            raise RobustlabError(
+                f"LID needs a robustlab model with in_channels and image_size, got {type(net).__name__}",
+                "use a model from robustlab.models",
+            )
         if not attacks:
             raise RobustlabError("LID got no attacks to fit its detector on", "set defense.attacks (e.g. fgsm and pgd)")
         shape = [net.in_channels, net.image_size, net.image_size]
         fpr = plain(fpr)
-        node = {"_target_": f"{__name__}.LIDDetector", "k": k, "n_reference": n_reference, "input_shape": shape,
-                "fpr": fpr}
-        super().__init__(net, LIDDetector(net, k, n_reference, shape, fpr), node, optimizer, scheduler,
-                         scheduler_interval)
+        node = {
+            "_target_": f"{__name__}.LIDDetector",
+            "k": k,
+            "n_reference": n_reference,
+            "input_shape": shape,
+            "fpr": fpr,
+        }
+        super().__init__(
+            net, LIDDetector(net, k, n_reference, shape, fpr), node, optimizer, scheduler, scheduler_interval
+        )
         self.attacks, self.C = dict(attacks), C
 
     def calibrate(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> None:
         det = self.inference
         n_ref = len(det.reference)
         if len(x) <= n_ref:
-            raise RobustlabError(f"LID needs more than n_reference={n_ref} validation images, got {len(x)}",
-                                 "raise data.val_size or lower defense.n_reference")
+            raise RobustlabError(
+                f"LID needs more than n_reference={n_ref} validation images, got {len(x)}",
+                "raise data.val_size or lower defense.n_reference",
+            )
         det.reference.copy_(x[:n_ref])
         x, y, idx = x[n_ref:], y[n_ref:], idx[n_ref:]
         with torch.no_grad():
@@ -120,11 +155,14 @@ class LID(DetectorDefense):
             labels += [torch.zeros(len(xc)), torch.ones(int(ok.sum()))]
         features, labels = torch.cat(rows).cpu(), torch.cat(labels)
         if labels.sum() == 0:
-            raise RobustlabError("LID found no successful adversarial validation example to fit its detector on",
-                                 "use stronger defense.attacks or more validation images")
+            raise RobustlabError(
+                "LID found no successful adversarial validation example to fit its detector on",
+                "use stronger defense.attacks or more validation images",
+            )
         mean, std = features.mean(0), features.std(0).clamp_min(1e-12)
-        fit = LogisticRegression(C=self.C, max_iter=1000).fit(((features - mean) / std).double().numpy(),
-                                                              labels.numpy())
+        fit = LogisticRegression(C=self.C, max_iter=1000).fit(
+            ((features - mean) / std).double().numpy(), labels.numpy()
+        )
         det.mean.copy_(mean)
         det.std.copy_(std)
         det.coef.copy_(torch.from_numpy(fit.coef_[0]))

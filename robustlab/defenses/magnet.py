@@ -1,4 +1,5 @@
 """MagNet (Meng & Chen 2017): autoencoder detectors plus an autoencoder reformer."""
+
 from collections.abc import Callable, Sequence
 
 import torch
@@ -59,15 +60,27 @@ class MagNetDetector(Detector):
     ``[autoencoder index, "jsd", T]`` (divergence of the classifier on x and on ae(x) at temperature T);
     ``reformer`` is the index of the autoencoder used as reformer."""
 
-    def __init__(self, net: nn.Module, autoencoders: Sequence[str], detectors: Sequence[Sequence], reformer: int = 0,
-                 in_channels: int = 1, fpr: float | Sequence[float] = 0.05):
+    def __init__(
+        self,
+        net: nn.Module,
+        autoencoders: Sequence[str],
+        detectors: Sequence[Sequence],
+        reformer: int = 0,
+        in_channels: int = 1,
+        fpr: float | Sequence[float] = 0.05,
+    ):
         super().__init__(net, len(detectors), fpr)
         self.autoencoders = nn.ModuleList(autoencoder(a, in_channels) for a in autoencoders)
         self.detectors = [list(d) for d in detectors]
         for d in [*self.detectors, [reformer, "l1"]]:
-            if not (0 <= int(d[0]) < len(self.autoencoders)) or d[1] not in ("l1", "l2", "jsd") or \
-                    (d[1] == "jsd") != (len(d) == 3):
-                raise RobustlabError(f"bad MagNet detector {d!r}", 'use [ae index, "l1" | "l2"] or [ae index, "jsd", T]')
+            if (
+                not (0 <= int(d[0]) < len(self.autoencoders))
+                or d[1] not in ("l1", "l2", "jsd")
+                or (d[1] == "jsd") != (len(d) == 3)
+            ):
+                raise RobustlabError(
+                    f"bad MagNet detector {d!r}", 'use [ae index, "l1" | "l2"] or [ae index, "jsd", T]'
+                )
         self.reformer = int(reformer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,17 +105,34 @@ class MagNet(DetectorDefense):
     the autoencoders into the classifier's few epochs); then set the detector thresholds on
     validation. See :class:`MagNetDetector` for the options."""
 
-    def __init__(self, net: nn.Module, autoencoders: Sequence[str], detectors: Sequence[Sequence], reformer: int = 0,
-                 noise: float = 0.1, ae_lr: float | None = None, fpr: float | Sequence[float] = 0.05,
-                 optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        autoencoders: Sequence[str],
+        detectors: Sequence[Sequence],
+        reformer: int = 0,
+        noise: float = 0.1,
+        ae_lr: float | None = None,
+        fpr: float | Sequence[float] = 0.05,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         in_channels = getattr(net, "in_channels", None)
         if in_channels is None:
-            raise RobustlabError(f"MagNet needs a robustlab model with in_channels, got {type(net).__name__}",
-                                 "use a model from robustlab.models")
+            raise RobustlabError(
+                f"MagNet needs a robustlab model with in_channels, got {type(net).__name__}",
+                "use a model from robustlab.models",
+            )
         autoencoders, detectors, fpr = plain(autoencoders), plain(detectors), plain(fpr)
-        node = {"_target_": f"{__name__}.MagNetDetector", "autoencoders": autoencoders, "detectors": detectors,
-                "reformer": reformer, "in_channels": in_channels, "fpr": fpr}
+        node = {
+            "_target_": f"{__name__}.MagNetDetector",
+            "autoencoders": autoencoders,
+            "detectors": detectors,
+            "reformer": reformer,
+            "in_channels": in_channels,
+            "fpr": fpr,
+        }
         inference = MagNetDetector(net, autoencoders, detectors, reformer, in_channels, fpr)
         super().__init__(net, inference, node, optimizer, scheduler, scheduler_interval)
         self.noise, self.ae_lr = noise, ae_lr

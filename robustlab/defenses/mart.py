@@ -1,4 +1,5 @@
 """MART (Wang et al. 2020): misclassification-aware adversarial training."""
+
 import torch
 import torch.nn.functional as F
 

@@ -1,4 +1,5 @@
 """NAT (Kurakin et al. 2017, "Adversarial machine learning at scale"; DEEPSEC's NAT)."""
+
 from collections.abc import Callable
 
 import torch
@@ -24,9 +25,17 @@ class NAT(RegularisedAdversarialTraining):
 
     objective = staticmethod(mixed_loss)
 
-    def __init__(self, net: nn.Module, sigma: float = 50 / 255, eps_max: float = 0.3, beta: float = 0.3,
-                 attack_mode: str = "eval", optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        sigma: float = 50 / 255,
+        eps_max: float = 0.3,
+        beta: float = 0.3,
+        attack_mode: str = "eval",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, LLC(eps=eps_max), beta, 0.0, attack_mode, optimizer, scheduler, scheduler_interval)
         self.sigma, self.eps_max = check_eps(sigma, "sigma"), float(eps_max)
 

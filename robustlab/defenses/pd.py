@@ -1,6 +1,7 @@
 """PixelDefend (Song et al. 2018, "PixelDefend: leveraging generative models to understand and defend
 against adversarial examples"; DEEPSEC's PD): purify the input towards high PixelCNN likelihood
 within an L-inf ball of radius ``eps_defend``, then classify."""
+
 import math
 from collections.abc import Callable
 
@@ -27,8 +28,10 @@ class Purifier(nn.Module):
     def __init__(self, pixelcnn: nn.Module, eps_defend: float = 0.3):
         super().__init__()
         if not 0 <= eps_defend <= 1:
-            raise RobustlabError(f"PixelDefend needs eps_defend in [0, 1], got {eps_defend}",
-                                 "use 0.3 (MNIST) or 16/255 (CIFAR-10), as DEEPSEC")
+            raise RobustlabError(
+                f"PixelDefend needs eps_defend in [0, 1], got {eps_defend}",
+                "use 0.3 (MNIST) or 16/255 (CIFAR-10), as DEEPSEC",
+            )
         self.pixelcnn, self.eps_defend = pixelcnn, float(eps_defend)
         self.radius = int(math.floor(eps_defend * (LEVELS - 1) + 1e-6))
 
@@ -36,7 +39,7 @@ class Purifier(nn.Module):
         """The PixelCNN's logits ``(B, 256, C)`` at pixel ``(i, j)`` of ``x``, from the crop it depends on."""
         reach = self.pixelcnn.reach
         top, left = max(0, i - reach), max(0, j - reach)
-        return self.pixelcnn(x[:, :, top:i + 1, left:j + reach + 1])[:, :, :, i - top, j - left]
+        return self.pixelcnn(x[:, :, top : i + 1, left : j + reach + 1])[:, :, :, i - top, j - left]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -60,8 +63,9 @@ class PixelDefendClassifier(PreprocessedClassifier):
     (``in_channels``, ``hidden``, ``blocks``). Deterministic but not differentiable (BPDA,
     straight-through when ``x`` requires a gradient)."""
 
-    def __init__(self, net: nn.Module, eps_defend: float = 0.3, in_channels: int = 1, hidden: int = 64,
-                 blocks: int = 4):
+    def __init__(
+        self, net: nn.Module, eps_defend: float = 0.3, in_channels: int = 1, hidden: int = 64, blocks: int = 4
+    ):
         super().__init__(net, Purifier(PixelCNN(in_channels, hidden, blocks), eps_defend))
 
     @property
@@ -79,18 +83,34 @@ class PixelDefend(InferenceDefense):
     passes per batch); after training (:meth:`after_fit`) forward and ``test/acc`` purify.
     Song et al. use PixelCNN++ and eps_defend 16/255 on CIFAR-10; DEEPSEC 0.3 on MNIST."""
 
-    def __init__(self, net: nn.Module, eps_defend: float = 0.3, hidden: int = 64, blocks: int = 4,
-                 pixelcnn_lr: float | None = None, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        eps_defend: float = 0.3,
+        hidden: int = 64,
+        blocks: int = 4,
+        pixelcnn_lr: float | None = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         in_channels = getattr(net, "in_channels", None)
         if in_channels is None:
-            raise RobustlabError(f"PixelDefend needs a robustlab model with in_channels, got {type(net).__name__}",
-                                 "use a model from robustlab.models")
+            raise RobustlabError(
+                f"PixelDefend needs a robustlab model with in_channels, got {type(net).__name__}",
+                "use a model from robustlab.models",
+            )
         if pixelcnn_lr is not None and pixelcnn_lr <= 0:
-            raise RobustlabError(f"PixelDefend needs pixelcnn_lr > 0, got {pixelcnn_lr}",
-                                 "use e.g. 0.001, or null for the optimiser's rate")
-        options = {"eps_defend": float(eps_defend), "in_channels": int(in_channels), "hidden": int(hidden),
-                   "blocks": int(blocks)}
+            raise RobustlabError(
+                f"PixelDefend needs pixelcnn_lr > 0, got {pixelcnn_lr}",
+                "use e.g. 0.001, or null for the optimiser's rate",
+            )
+        options = {
+            "eps_defend": float(eps_defend),
+            "in_channels": int(in_channels),
+            "hidden": int(hidden),
+            "blocks": int(blocks),
+        }
         super().__init__(net, PixelDefendClassifier, options, optimizer, scheduler, scheduler_interval)
         self.pixelcnn_lr = pixelcnn_lr
         self.purifying = False

@@ -1,4 +1,5 @@
 """PGD adversarial training (Madry et al. 2018; DEEPSEC's PAT)."""
+
 from collections.abc import Callable
 
 import torch
@@ -20,9 +21,18 @@ class PGDAdversarialTraining(AdversarialTraining):
     :class:`AdversarialTraining`.
     """
 
-    def __init__(self, net: nn.Module, attack: PGD, loss: str = "adversarial", adv_weight: float = 0.5,
-                 warmup_epochs: float = 0.0, attack_mode: str = "eval", optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        attack: PGD,
+        loss: str = "adversarial",
+        adv_weight: float = 0.5,
+        warmup_epochs: float = 0.0,
+        attack_mode: str = "eval",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         super().__init__(net, attack, warmup_epochs, attack_mode, optimizer, scheduler, scheduler_interval)
         if loss not in ("adversarial", "mixed"):
             raise RobustlabError(f"unknown PGD-AT loss {loss!r}", "use defense.loss=adversarial or defense.loss=mixed")

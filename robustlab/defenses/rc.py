@@ -1,5 +1,6 @@
 """RC: region-based classification (Cao & Gong 2017, "Mitigating evasion attacks to deep neural
 networks via region-based classification"; DEEPSEC's RC)."""
+
 import math
 from collections.abc import Callable
 
@@ -26,23 +27,32 @@ class RegionVote(DefendedModel):
 
     randomized = True
 
-    def __init__(self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, grad_samples: int = 16,
-                 max_batch: int = 2048):
+    def __init__(
+        self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, grad_samples: int = 16, max_batch: int = 2048
+    ):
         super().__init__()
         if n_samples < 1 or grad_samples < 0 or radius < 0:
-            raise RobustlabError(f"RC needs n_samples >= 1, grad_samples >= 0 and radius >= 0, got {n_samples}, "
-                                 f"{grad_samples} and {radius}", "use DEEPSEC's n_samples=1000 with a radius >= 0")
+            raise RobustlabError(
+                f"RC needs n_samples >= 1, grad_samples >= 0 and radius >= 0, got {n_samples}, "
+                f"{grad_samples} and {radius}",
+                "use DEEPSEC's n_samples=1000 with a radius >= 0",
+            )
         self.net, self.n_samples, self.grad_samples, self.max_batch = net, int(n_samples), int(grad_samples), max_batch
         self.register_buffer("radius", torch.tensor(float(radius)))
 
     def _noisy(self, x: torch.Tensor, k: int, radius, generator: torch.Generator | None) -> torch.Tensor:
         """``k`` hypercube samples per image, flattened to ``(B * k, ...)``."""
-        u = torch.rand((len(x), k, *x.shape[1:]), generator=generator, dtype=x.dtype,
-                       device=x.device if generator is None else "cpu").to(x.device)
+        u = torch.rand(
+            (len(x), k, *x.shape[1:]),
+            generator=generator,
+            dtype=x.dtype,
+            device=x.device if generator is None else "cpu",
+        ).to(x.device)
         return (x.unsqueeze(1) + radius * (2 * u - 1)).clamp(0, 1).flatten(0, 1)
 
-    def votes(self, x: torch.Tensor, radius: float | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+    def votes(
+        self, x: torch.Tensor, radius: float | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Vote counts ``(B, C)`` at ``radius`` (default: the buffer)."""
         radius = self.radius if radius is None else radius
         chunk = max(1, self.max_batch // len(x))
@@ -77,8 +87,15 @@ def vote_accuracy(vote: RegionVote, loader: DataLoader, radius: float, seed: int
     return correct / max(total, 1)
 
 
-def search_radius(vote: RegionVote, loader: DataLoader, radius_min: float, radius_max: float, step: float,
-                  tolerance: float, seed: int = 0) -> float:
+def search_radius(
+    vote: RegionVote,
+    loader: DataLoader,
+    radius_min: float,
+    radius_max: float,
+    step: float,
+    tolerance: float,
+    seed: int = 0,
+) -> float:
     """DEEPSEC's radius: on the grid ``radius_min + step, radius_min + 2 step, ..., radius_max``, the
     largest radius before the first whose vote accuracy falls more than ``tolerance`` below the
     clean accuracy of ``vote.net`` (``radius_min`` if the first does). Found by bisection, which
@@ -111,17 +128,37 @@ class RC(InferenceDefense):
     fixed radius 0.3 / 0.02. During training ``val/acc`` is the plain network's (a vote per image costs
     ``n_samples`` forward passes); after calibration, forward and ``test/acc`` use the vote."""
 
-    def __init__(self, net: nn.Module, radius: float = 0.3, n_samples: int = 1000, search: bool = True,
-                 radius_min: float = 0.0, radius_max: float = 0.3, radius_step: float = 0.01, tolerance: float = 0.01,
-                 grad_samples: int = 16, search_seed: int = 0, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, scheduler_interval: str = "step"):
+    def __init__(
+        self,
+        net: nn.Module,
+        radius: float = 0.3,
+        n_samples: int = 1000,
+        search: bool = True,
+        radius_min: float = 0.0,
+        radius_max: float = 0.3,
+        radius_step: float = 0.01,
+        tolerance: float = 0.01,
+        grad_samples: int = 16,
+        search_seed: int = 0,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
         options = {"radius": float(radius), "n_samples": int(n_samples), "grad_samples": int(grad_samples)}
         super().__init__(net, RegionVote, options, optimizer, scheduler, scheduler_interval)
         if search and not (0 <= radius_min < radius_max and radius_step > 0):
-            raise RobustlabError(f"RC radius search needs 0 <= radius_min < radius_max and radius_step > 0, got "
-                                 f"{radius_min}, {radius_max}, {radius_step}", "use e.g. 0, 0.3 and 0.01 (DEEPSEC MNIST)")
+            raise RobustlabError(
+                f"RC radius search needs 0 <= radius_min < radius_max and radius_step > 0, got "
+                f"{radius_min}, {radius_max}, {radius_step}",
+                "use e.g. 0, 0.3 and 0.01 (DEEPSEC MNIST)",
+            )
         self.search, self.search_seed = search, search_seed
-        self.radius_min, self.radius_max, self.radius_step, self.tolerance = radius_min, radius_max, radius_step, tolerance
+        self.radius_min, self.radius_max, self.radius_step, self.tolerance = (
+            radius_min,
+            radius_max,
+            radius_step,
+            tolerance,
+        )
         self.voting = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,8 +169,15 @@ class RC(InferenceDefense):
         if self.search:
             loader = DataLoader(datamodule.val_set, batch_size=datamodule.eval_batch_size)
             with eval_mode(self):
-                radius = search_radius(self.inference, loader, self.radius_min, self.radius_max, self.radius_step,
-                                       self.tolerance, self.search_seed)
+                radius = search_radius(
+                    self.inference,
+                    loader,
+                    self.radius_min,
+                    self.radius_max,
+                    self.radius_step,
+                    self.tolerance,
+                    self.search_seed,
+                )
             self.inference.radius.fill_(radius)
             self.inference_node["radius"] = radius
         self.voting = True

@@ -1,5 +1,6 @@
 """RT: randomization at inference (Xie et al. 2018, "Mitigating adversarial effects through
 randomization"; DEEPSEC's RT)."""
+
 from collections.abc import Callable
 
 import torch
@@ -27,8 +28,10 @@ class RandomResizePad(DefendedModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] >= self.final:
-            raise RobustlabError(f"RT pads to {self.final} px but the images are already {x.shape[-1]} px",
-                                 "set defense.final larger than the image size (31 MNIST, 36 CIFAR-10)")
+            raise RobustlabError(
+                f"RT pads to {self.final} px but the images are already {x.shape[-1]} px",
+                "set defense.final larger than the image size (31 MNIST, 36 CIFAR-10)",
+            )
         return self.net(resize_pad(x, self.final, self.pad_value))
 
 
@@ -39,10 +42,24 @@ class RT(InferenceDefense):
 
     Padding is with ``pad_value`` 0, as Xie et al.'s code (DEEPSEC pads with 0.5 gray)."""
 
-    def __init__(self, net: nn.Module, final: int = 31, pad_value: float = 0.0, train_transformed: bool = False,
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
-        super().__init__(net, RandomResizePad, {"final": int(final), "pad_value": float(pad_value)},
-                         optimizer, scheduler, scheduler_interval)
+    def __init__(
+        self,
+        net: nn.Module,
+        final: int = 31,
+        pad_value: float = 0.0,
+        train_transformed: bool = False,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
+        super().__init__(
+            net,
+            RandomResizePad,
+            {"final": int(final), "pad_value": float(pad_value)},
+            optimizer,
+            scheduler,
+            scheduler_interval,
+        )
         self.train_transformed = train_transformed
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """No defense: plain cross-entropy training (the raw model of DEEPSEC)."""
+
 from robustlab.defenses.base import RobustClassifier
 
 

@@ -5,6 +5,7 @@ width ``1/l``); its thermometer code has ``l`` bits ``tau_i = 1[k(v) >= i] = 1[v
 (``tau_0`` is always 1) and decodes to the quantised value ``k / (l - 1)``. An image with C channels
 becomes ``l * C`` channels, level-major within each input channel (channel ``c * l + i``).
 """
+
 from collections.abc import Callable
 
 import torch
@@ -89,14 +90,28 @@ def _widen_input(net: ImageClassifier, levels: int) -> None:
     for parent in net.net.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == channels:
-                setattr(parent, name, nn.Conv2d(channels * levels, child.out_channels, child.kernel_size, child.stride,
-                                                child.padding, child.dilation, child.groups, child.bias is not None,
-                                                child.padding_mode))
+                setattr(
+                    parent,
+                    name,
+                    nn.Conv2d(
+                        channels * levels,
+                        child.out_channels,
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        child.dilation,
+                        child.groups,
+                        child.bias is not None,
+                        child.padding_mode,
+                    ),
+                )
                 net.normalize = Normalize([0.5] * channels * levels, [0.5] * channels * levels)
                 net.in_channels = channels * levels
                 return
-    raise RobustlabError(f"{type(net).__name__} has no convolution taking its {channels} input channels",
-                         "use a convolutional model from robustlab.models with thermometer encoding")
+    raise RobustlabError(
+        f"{type(net).__name__} has no convolution taking its {channels} input channels",
+        "use a convolutional model from robustlab.models with thermometer encoding",
+    )
 
 
 class ThermometerClassifier(DefendedModel):
@@ -157,8 +172,10 @@ class LSPGA(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         levels = getattr(model, "levels", None)
         if not isinstance(model, ThermometerClassifier):
-            raise RobustlabError(f"LS-PGA attacks thermometer-encoded models, got {type(model).__name__}",
-                                 "use it on a te checkpoint (robustlab.defenses.te.ThermometerClassifier)")
+            raise RobustlabError(
+                f"LS-PGA attacks thermometer-encoded models, got {type(model).__name__}",
+                "use it on a te checkpoint (robustlab.defenses.te.ThermometerClassifier)",
+            )
         mask = self.reachable(x, levels)
         logits = random_like(mask.to(x.dtype), seeds, "normal")
         inv_temp = self.inv_temp
@@ -180,13 +197,36 @@ class ThermometerEncoding(PGDAdversarialTraining):
     :class:`PGDAdversarialTraining`). The checkpoint's model config becomes the wrapper's, so
     ``load_model`` returns the encoded classifier with ``preprocess``/``classifier`` exposed."""
 
-    def __init__(self, net: ImageClassifier, attack: LSPGA, levels: int = 16, loss: str = "adversarial",
-                 adv_weight: float = 0.5, warmup_epochs: float = 0.0, attack_mode: str = "eval",
-                 optimizer: Callable | None = None, scheduler: Callable | None = None, scheduler_interval: str = "step"):
-        super().__init__(ThermometerClassifier(net, levels), attack, loss, adv_weight, warmup_epochs, attack_mode,
-                         optimizer, scheduler, scheduler_interval)
+    def __init__(
+        self,
+        net: ImageClassifier,
+        attack: LSPGA,
+        levels: int = 16,
+        loss: str = "adversarial",
+        adv_weight: float = 0.5,
+        warmup_epochs: float = 0.0,
+        attack_mode: str = "eval",
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "step",
+    ):
+        super().__init__(
+            ThermometerClassifier(net, levels),
+            attack,
+            loss,
+            adv_weight,
+            warmup_epochs,
+            attack_mode,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+        )
         self.levels = levels
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        model = {"_target_": f"{__name__}.ThermometerClassifier", "levels": self.levels, "net": self.robustlab_meta["model"]}
+        model = {
+            "_target_": f"{__name__}.ThermometerClassifier",
+            "levels": self.levels,
+            "net": self.robustlab_meta["model"],
+        }
         checkpoint[META_KEY] = {**self.robustlab_meta, "model": model}

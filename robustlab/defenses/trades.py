@@ -1,4 +1,5 @@
 """TRADES (Zhang et al. 2019): clean cross-entropy plus a KL robustness regulariser."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -2,6 +2,7 @@
 
 Randomness comes from ``generator`` (a ``torch.Generator`` on the CPU) or torch's global RNG.
 """
+
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
@@ -62,12 +63,13 @@ def crop_rescale(x: torch.Tensor, crop: int, generator: torch.Generator | None =
     """A random ``crop`` x ``crop`` window per image, rescaled (nearest) back to the input size."""
     n, _, h, w = x.shape
     top, left = _randint(h - crop + 1, n, generator), _randint(w - crop + 1, n, generator)
-    windows = torch.stack([img[:, t:t + crop, s:s + crop] for img, t, s in zip(x, top.tolist(), left.tolist())])
+    windows = torch.stack([img[:, t : t + crop, s : s + crop] for img, t, s in zip(x, top.tolist(), left.tolist())])
     return F.interpolate(windows, size=(h, w), mode="nearest-exact")
 
 
-def resize_pad(x: torch.Tensor, final: int, pad_value: float = 0.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def resize_pad(
+    x: torch.Tensor, final: int, pad_value: float = 0.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Xie et al. 2018: resize each image (nearest) to a random side ``r`` in ``[size, final)``, then
     pad it with ``pad_value`` to ``final`` x ``final`` at a random offset in ``[0, final - r)`` per axis.
     Differentiable in ``x``."""

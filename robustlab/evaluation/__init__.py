@@ -1,15 +1,27 @@
 """The evaluation engine: one loop over the test batches (:class:`EvaluationLoop`), one record per batch
 (:class:`BatchRecord`) and the evaluations that read it (:class:`Evaluation` subclasses)."""
-from robustlab.evaluation.base import Context, Evaluation
-from robustlab.evaluation.record import BatchRecord
-from robustlab.evaluation.loop import EvaluationLoop
+
 from robustlab.evaluation.attacks import AttackEvaluation
+from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.corruption import Corruption
 from robustlab.evaluation.coverage import Coverage
 from robustlab.evaluation.defense import DefenseUtility
 from robustlab.evaluation.detection import Detection
+from robustlab.evaluation.loop import EvaluationLoop
+from robustlab.evaluation.record import BatchRecord
 from robustlab.evaluation.saved import SavedExamples
 from robustlab.evaluation.structure import Structure
 
-__all__ = ["AttackEvaluation", "BatchRecord", "Context", "Corruption", "Coverage", "DefenseUtility", "Detection",
-           "Evaluation", "EvaluationLoop", "SavedExamples", "Structure"]
+__all__ = [
+    "AttackEvaluation",
+    "BatchRecord",
+    "Context",
+    "Corruption",
+    "Coverage",
+    "DefenseUtility",
+    "Detection",
+    "Evaluation",
+    "EvaluationLoop",
+    "SavedExamples",
+    "Structure",
+]

@@ -1,5 +1,6 @@
 """Attack evaluation: clean accuracy, per-attack robust accuracy, MR, generation time and attack-utility
 metrics, and the per-example worst case over attacks."""
+
 from collections import Counter
 
 import torch
@@ -30,8 +31,10 @@ class _AttackMetrics(nn.Module):
     def __init__(self, attack: Attack, metrics: dict[str, AttackMetric]):
         super().__init__()
         if attack.kind not in ACCURACY_KEYS:
-            raise RobustlabError(f"{type(attack).__name__} has kind {attack.kind!r}",
-                                 f"set its kind to one of {', '.join(ACCURACY_KEYS)}")
+            raise RobustlabError(
+                f"{type(attack).__name__} has kind {attack.kind!r}",
+                f"set its kind to one of {', '.join(ACCURACY_KEYS)}",
+            )
         self.robust = AAW() if attack.kind == "whitebox" else AAB()
         self.mr, self.cost = MR(), CC()
         self.extra = nn.ModuleDict({name: metric.clone() for name, metric in metrics.items()})
@@ -52,14 +55,20 @@ class AttackEvaluation(Evaluation):
     def __init__(self, metrics: dict[str, AttackMetric] | None = None):
         self.attack_metrics = dict(metrics or {})
         classes = Counter(type(m).__name__ for m in self.attack_metrics.values())
-        self.metric_keys = {name: type(m).__name__ if classes[type(m).__name__] == 1 else f"{type(m).__name__}_{name}"
-                            for name, m in self.attack_metrics.items()}
+        self.metric_keys = {
+            name: type(m).__name__ if classes[type(m).__name__] == 1 else f"{type(m).__name__}_{name}"
+            for name, m in self.attack_metrics.items()
+        }
 
     def setup(self, context: Context) -> None:
         self.attacks = context.attacks
-        self.metrics = nn.ModuleDict({"clean": CA(), "worst_case": CA(),
-                                      **{name: _AttackMetrics(attack, self.attack_metrics)
-                                         for name, attack in self.attacks.items()}}).to(context.device)
+        self.metrics = nn.ModuleDict(
+            {
+                "clean": CA(),
+                "worst_case": CA(),
+                **{name: _AttackMetrics(attack, self.attack_metrics) for name, attack in self.attacks.items()},
+            }
+        ).to(context.device)
 
     def update(self, record: BatchRecord) -> None:
         x, y, clean = record.x, record.y, record.clean_pred
@@ -82,19 +91,29 @@ class AttackEvaluation(Evaluation):
             robust, mr, cost = (synced_states(metric) for metric in (m.robust, m.mr, m.cost))
             accuracy = _accuracy(robust)
             results["attacks"][name] = {
-                "robust_accuracy": accuracy, ACCURACY_KEYS[attack.kind]: accuracy,
+                "robust_accuracy": accuracy,
+                ACCURACY_KEYS[attack.kind]: accuracy,
                 "MR": misclassification_ratio(mr["fooled"], mr["clean_correct"]).item(),
-                "n_samples": int(robust["total"]), "seconds": float(cost["seconds"]),
-                **{self.metric_keys[key]: _plain(metric.compute()) for key, metric in m.extra.items()}}
+                "n_samples": int(robust["total"]),
+                "seconds": float(cost["seconds"]),
+                **{self.metric_keys[key]: _plain(metric.compute()) for key, metric in m.extra.items()},
+            }
         if self.attacks:
             worst = synced_states(self.metrics["worst_case"])
-            results["worst_case"] = {"robust_accuracy": _accuracy(worst), "n_samples": int(worst["total"]),
-                                     "attacks": list(self.attacks)}
+            results["worst_case"] = {
+                "robust_accuracy": _accuracy(worst),
+                "n_samples": int(worst["total"]),
+                "attacks": list(self.attacks),
+            }
         return results
 
     def scalars(self, results: dict) -> dict[str, float]:
-        log = {f"{name}/{key}": value for name, r in results["attacks"].items()
-               for key, value in r.items() if key in ("robust_accuracy", "MR")}
+        log = {
+            f"{name}/{key}": value
+            for name, r in results["attacks"].items()
+            for key, value in r.items()
+            if key in ("robust_accuracy", "MR")
+        }
         if "worst_case" in results:
             log["robust_acc"] = results["worst_case"]["robust_accuracy"]
         return log
@@ -102,8 +121,10 @@ class AttackEvaluation(Evaluation):
     def summary(self, results: dict) -> str:
         clean = results["clean"]
         lines = [f"clean CA {clean['CA']:.4f} on {clean['n_samples']} samples"]
-        lines += [f"{name}: robust accuracy {r['robust_accuracy']:.4f}, MR {r['MR']:.4f}, {r['seconds']:.1f}s"
-                  for name, r in results["attacks"].items()]
+        lines += [
+            f"{name}: robust accuracy {r['robust_accuracy']:.4f}, MR {r['MR']:.4f}, {r['seconds']:.1f}s"
+            for name, r in results["attacks"].items()
+        ]
         if "worst_case" in results:
             lines.append(f"worst case over attacks: robust accuracy {results['worst_case']['robust_accuracy']:.4f}")
         return "\n".join(lines)

@@ -1,4 +1,5 @@
 """The evaluation interface: what every evaluation implements, and the context it is set up with."""
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any

@@ -1,19 +1,20 @@
 """Corruption robustness of the test batches: every corruption x severity, and perturbation sequences for mFR."""
+
 import torch
 from torch import nn
 
+from robustlab import progress
 from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_sequence
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.record import BatchRecord
 from robustlab.metrics import MCE, MFR
-from robustlab import progress
 
 _MIX = 0x9E3779B97F4A7C15
 
 
 def sample_generators(seeds: torch.Tensor, salt: int) -> list[torch.Generator]:
     """One CPU generator per sample, seeded from its seed and ``salt`` (corruption and severity)."""
-    return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt * _MIX) % (2 ** 63)) for s in seeds]
+    return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt * _MIX) % (2**63)) for s in seeds]
 
 
 def _resized(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -40,8 +41,15 @@ class Corruption(Evaluation):
     ``clean_error``, ``normalised``, ``errors[corruption][severity]``, ``flip_probabilities`` and ``n_samples``.
     Images smaller than 32 px are corrupted at 32 px and resized back to the model's input size."""
 
-    def __init__(self, corruptions=CORRUPTIONS, severities=(1, 2, 3, 4, 5), params: str = "cifar",
-                 perturbations=(), sequence_length: int = 10, frost_textures: str = "procedural"):
+    def __init__(
+        self,
+        corruptions=CORRUPTIONS,
+        severities=(1, 2, 3, 4, 5),
+        params: str = "cifar",
+        perturbations=(),
+        sequence_length: int = 10,
+        frost_textures: str = "procedural",
+    ):
         self.corruptions, self.severities = tuple(corruptions), tuple(int(s) for s in severities)
         self.params, self.perturbations, self.sequence_length = params, tuple(perturbations), int(sequence_length)
         self.frost_textures = frost_textures
@@ -96,10 +104,14 @@ class Corruption(Evaluation):
             results = {
                 "mCE": self.ce.mce().item() if benchmark else None,
                 "RmCE": self.ce.rmce().item() if benchmark else None,
-                "mFR": None, "clean_error": self.ce.clean_error().item(), "normalised": self.baseline is not None,
-                "errors": {c: {s: errors[i, s - 1].item() for s in self.severities}
-                           for i, c in enumerate(self.corruptions)},
-                "flip_probabilities": {}, "n_samples": int(self.ce.clean_total),
+                "mFR": None,
+                "clean_error": self.ce.clean_error().item(),
+                "normalised": self.baseline is not None,
+                "errors": {
+                    c: {s: errors[i, s - 1].item() for s in self.severities} for i, c in enumerate(self.corruptions)
+                },
+                "flip_probabilities": {},
+                "n_samples": int(self.ce.clean_total),
             }
         if self.fr is not None:
             with self.fr.sync_context():
@@ -113,4 +125,7 @@ class Corruption(Evaluation):
 
     def summary(self, results: dict) -> str:
         c, fmt = results, (lambda v: "n/a" if v is None else f"{v:.4f}")
-        return f"corruption: mCE {fmt(c['mCE'])}, RmCE {fmt(c['RmCE'])}, mFR {fmt(c['mFR'])}, clean error {c['clean_error']:.4f}"
+        return (
+            f"corruption: mCE {fmt(c['mCE'])}, RmCE {fmt(c['RmCE'])}, mFR {fmt(c['mFR'])}, "
+            f"clean error {c['clean_error']:.4f}"
+        )

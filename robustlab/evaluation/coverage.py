@@ -1,10 +1,10 @@
 """Neuron coverage of the clean test set and of each attack's adversarial set, with the neuron bounds profiled
 on the training split."""
+
 import warnings
 from collections.abc import Mapping
 
 import lightning as L
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchmetrics import SumMetric
@@ -13,8 +13,17 @@ from robustlab.data.base import ImageDataModule
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.record import CLEAN, BatchRecord
-from robustlab.metrics.coverage import (KMNCov, NBCov, NeuronProfile, SNACov, TKNCov, profile_neurons, profile_path,
-                                        select_layers, weights_fingerprint)
+from robustlab.metrics.coverage import (
+    KMNCov,
+    NBCov,
+    NeuronProfile,
+    SNACov,
+    TKNCov,
+    profile_neurons,
+    profile_path,
+    select_layers,
+    weights_fingerprint,
+)
 
 COVERAGE = ("KMNCov", "NBCov", "SNACov", "TKNCov")
 
@@ -28,16 +37,19 @@ def training_images(datamodule) -> Dataset:
     """The datamodule's training split without augmentation (an :class:`ImageDataModule`'s unaugmented pool
     at the training indices)."""
     if not isinstance(datamodule, ImageDataModule):
-        raise RobustlabError("no robustlab datamodule to profile neuron bounds on",
-                             "pass the coverage evaluation profile= a NeuronProfile or its file")
+        raise RobustlabError(
+            "no robustlab datamodule to profile neuron bounds on",
+            "pass the coverage evaluation profile= a NeuronProfile or its file",
+        )
     if datamodule.train_set is None:
         datamodule.setup("fit")
     inner = datamodule.train_set.dataset
     return Subset(datamodule.load("val"), inner.indices) if isinstance(inner, Subset) else datamodule.train_set
 
 
-def profile_training_split(trainer: L.Trainer, model: nn.Module, layers: Mapping[str, nn.Module],
-                           batch_size: int = 256) -> NeuronProfile:
+def profile_training_split(
+    trainer: L.Trainer, model: nn.Module, layers: Mapping[str, nn.Module], batch_size: int = 256
+) -> NeuronProfile:
     """:func:`profile_neurons` over the whole training split of ``trainer.datamodule``; under DDP each
     process takes every ``world_size``-th image and the bounds are reduced over processes."""
     data = training_images(trainer.datamodule)
@@ -56,8 +68,15 @@ class Coverage(Evaluation):
     and ``attacks.<name>`` (the four coverages), ``layers``, ``n_neurons``, ``n_samples``, ``k``, ``top_k`` and
     ``profile`` (where the bounds came from and on how many training images)."""
 
-    def __init__(self, layers: Mapping | None = None, k: int = 10, top_k: int = 2, checkpoint: str | None = None,
-                 profile: NeuronProfile | str | None = None, batch_size: int = 256):
+    def __init__(
+        self,
+        layers: Mapping | None = None,
+        k: int = 10,
+        top_k: int = 2,
+        checkpoint: str | None = None,
+        profile: NeuronProfile | str | None = None,
+        batch_size: int = 256,
+    ):
         self.layers, self.k, self.top_k = layers, k, top_k
         self.checkpoint, self.profile, self.batch_size = checkpoint, profile, batch_size
 
@@ -71,8 +90,11 @@ class Coverage(Evaluation):
             stored = NeuronProfile.load(path)
             if stored.fingerprint == weights_fingerprint(model) and set(layers) <= set(stored.layers):
                 return stored, str(path)
-            warnings.warn(f"{path} was profiled on other weights or layers; re-profiling the training split",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{path} was profiled on other weights or layers; re-profiling the training split",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         profile = profile_training_split(trainer, model, layers, self.batch_size)
         if path is not None and trainer.is_global_zero:
             profile.save(path)
@@ -85,9 +107,19 @@ class Coverage(Evaluation):
         self.source_info = {"source": source, "n_samples": profile.n_samples}
         context.request_layers(hooked, "neurons")
         self.names = list(hooked)
-        self.metrics = nn.ModuleDict({name: nn.ModuleDict({
-            "KMNCov": KMNCov(self.used, self.k), "NBCov": NBCov(self.used), "SNACov": SNACov(self.used),
-            "TKNCov": TKNCov(self.used, self.top_k)}) for name in [CLEAN, *context.attacks]}).to(context.device)
+        self.metrics = nn.ModuleDict(
+            {
+                name: nn.ModuleDict(
+                    {
+                        "KMNCov": KMNCov(self.used, self.k),
+                        "NBCov": NBCov(self.used),
+                        "SNACov": SNACov(self.used),
+                        "TKNCov": TKNCov(self.used, self.top_k),
+                    }
+                )
+                for name in [CLEAN, *context.attacks]
+            }
+        ).to(context.device)
         self.count = SumMetric().to(context.device)
 
     def update(self, record: BatchRecord) -> None:
@@ -99,9 +131,16 @@ class Coverage(Evaluation):
 
     def results(self) -> dict:
         values = {name: {key: m[key].compute().item() for key in COVERAGE} for name, m in self.metrics.items()}
-        return {"clean": values.pop(CLEAN), "attacks": values, "layers": self.used.layers,
-                "n_neurons": sum(self.used.layers.values()), "n_samples": int(self.count.compute()),
-                "k": self.k, "top_k": self.top_k, "profile": self.source_info}
+        return {
+            "clean": values.pop(CLEAN),
+            "attacks": values,
+            "layers": self.used.layers,
+            "n_neurons": sum(self.used.layers.values()),
+            "n_samples": int(self.count.compute()),
+            "k": self.k,
+            "top_k": self.top_k,
+            "profile": self.source_info,
+        }
 
     def scalars(self, results: dict) -> dict[str, float]:
         return {f"coverage/{key}": v for key, v in results["clean"].items()}

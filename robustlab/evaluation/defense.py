@@ -1,4 +1,5 @@
 """DEEPSEC's defense utility: the evaluated (defended) model against its raw baseline on the test batches."""
+
 from torch import nn
 
 from robustlab.errors import RobustlabError
@@ -20,8 +21,10 @@ class DefenseUtility(Evaluation):
     def setup(self, context: Context) -> None:
         self.active = context.baseline is not None
         if not self.active and self.required:
-            raise RobustlabError("the defense utility metrics need the raw model to compare with",
-                                 "add baseline=PATH, the checkpoint of the undefended model")
+            raise RobustlabError(
+                "the defense utility metrics need the raw model to compare with",
+                "add baseline=PATH, the checkpoint of the undefended model",
+            )
         self.metrics = nn.ModuleDict({"CAV": CAV(), "CRR": CRR(), "CSR": CSR(), "CCV": CCV(), "COS": COS()})
         self.metrics.to(context.device)
 

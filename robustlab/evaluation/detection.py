@@ -1,5 +1,6 @@
 """A detector's false-positive rate on clean test images and its detection rate on each attack's successful
 adversarial examples."""
+
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -62,15 +63,24 @@ class Detection(Evaluation):
         def rate(name: str, what: str) -> float:
             return ratio(states[name]["flagged"], states[name]["total"], what).item()
 
-        return {"threshold": threshold[0] if len(threshold) == 1 else threshold,
-                "fpr": rate("clean", "detector FPR"), "n_clean": int(states["clean"]["total"]),
-                "attacks": {name: {"detection_rate": rate(name, f"{name} detection rate"), "n": int(states[name]["total"])}
-                            for name in states if name != "clean"}}
+        return {
+            "threshold": threshold[0] if len(threshold) == 1 else threshold,
+            "fpr": rate("clean", "detector FPR"),
+            "n_clean": int(states["clean"]["total"]),
+            "attacks": {
+                name: {"detection_rate": rate(name, f"{name} detection rate"), "n": int(states[name]["total"])}
+                for name in states
+                if name != "clean"
+            },
+        }
 
     def scalars(self, results: dict) -> dict[str, float]:
-        return {"detection/fpr": results["fpr"],
-                **{f"{name}/detection_rate": r["detection_rate"] for name, r in results["attacks"].items()}}
+        return {
+            "detection/fpr": results["fpr"],
+            **{f"{name}/detection_rate": r["detection_rate"] for name, r in results["attacks"].items()},
+        }
 
     def summary(self, results: dict) -> str:
         return f"detection: clean FPR {results['fpr']:.4f}" + "".join(
-            f", {name} detected {r['detection_rate']:.4f} of {r['n']}" for name, r in results["attacks"].items())
+            f", {name} detected {r['detection_rate']:.4f} of {r['n']}" for name, r in results["attacks"].items()
+        )

@@ -1,5 +1,6 @@
 """The evaluation loop: one Lightning callback that, on every validation and/or test batch, runs the attacks,
 builds the :class:`~robustlab.evaluation.record.BatchRecord` and hands it to every evaluation."""
+
 import time
 from collections.abc import Mapping
 
@@ -43,16 +44,24 @@ class EvaluationLoop(L.Callback):
     state. ``timings`` sums, over processes, the seconds each attack and evaluation took. Needs
     ``Trainer(inference_mode=False)`` when there are attacks."""
 
-    def __init__(self, attacks: Mapping[str, Attack] | None = None, evaluations: Mapping[str, Evaluation] | None = None,
-                 stages: tuple[str, ...] = ("test",), seed: int = 0, progress: bool = True,
-                 baseline: nn.Module | None = None):
+    def __init__(
+        self,
+        attacks: Mapping[str, Attack] | None = None,
+        evaluations: Mapping[str, Evaluation] | None = None,
+        stages: tuple[str, ...] = ("test",),
+        seed: int = 0,
+        progress: bool = True,
+        baseline: nn.Module | None = None,
+    ):
         super().__init__()
         self.attacks = dict(attacks or {})
         self.evaluations = dict(evaluations or {})
         for name, evaluation in self.evaluations.items():
             if not isinstance(evaluation, Evaluation):
-                raise RobustlabError(f"evaluation {name!r} is a {type(evaluation).__name__}, not an Evaluation",
-                                     "give evaluations robustlab.evaluation.Evaluation subclasses")
+                raise RobustlabError(
+                    f"evaluation {name!r} is a {type(evaluation).__name__}, not an Evaluation",
+                    "give evaluations robustlab.evaluation.Evaluation subclasses",
+                )
             evaluation.name = evaluation.name or name
         self.stages, self.seed, self.progress, self.baseline = tuple(stages), int(seed), progress, baseline
         self.results: dict[str, dict] = {}
@@ -67,8 +76,17 @@ class EvaluationLoop(L.Callback):
         self._requests = LayerRequests()
         if self.baseline is not None:
             self.baseline = self.baseline.to(module.device).eval()
-        self._context = Context(trainer, module, classifier(module), trainer.datamodule, stage, self.attacks,
-                                self.seed, self.baseline, self._requests)
+        self._context = Context(
+            trainer,
+            module,
+            classifier(module),
+            trainer.datamodule,
+            stage,
+            self.attacks,
+            self.seed,
+            self.baseline,
+            self._requests,
+        )
         for evaluation in self.evaluations.values():
             evaluation.setup(self._context)
         self._spent = {"attacks": dict.fromkeys(self.attacks, 0.0), "evaluations": dict.fromkeys(self.evaluations, 0.0)}
@@ -132,8 +150,9 @@ class EvaluationLoop(L.Callback):
             results.update(value if evaluation.sections is not None else {evaluation.name: value})
             log.update({f"{STAGES[stage]}/{k}": v for k, v in evaluation.scalars(value).items()})
         self.results[stage] = results
-        self.timings[stage] = {kind: {name: summed(s, module.device) for name, s in spent.items()}
-                               for kind, spent in self._spent.items()}
+        self.timings[stage] = {
+            kind: {name: summed(s, module.device) for name, s in spent.items()} for kind, spent in self._spent.items()
+        }
         if log:
             module.log_dict(log, sync_dist=False, rank_zero_only=False)
 

@@ -1,5 +1,6 @@
 """The batch record: everything the evaluation loop computed on one test (or validation) batch, shared by
 every evaluation, and the layer outputs it computes at most once per image set, on request."""
+
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ class LayerRequests:
             raise ValueError(f"unknown layer output form {form!r}")
         for name, module in layers.items():
             if self.layers.setdefault(name, module) is not module:
-                raise RobustlabError(f"two evaluations read different modules under the layer name {name!r}",
-                                     "select layers of the evaluated model by their named_modules() names")
+                raise RobustlabError(
+                    f"two evaluations read different modules under the layer name {name!r}",
+                    "select layers of the evaluated model by their named_modules() names",
+                )
             self.forms.setdefault(name, set()).add(form)
         self.readers += 1
 
@@ -43,16 +46,21 @@ class LayerRequests:
         def hook(name: str) -> Callable:
             def record(module, args, output):
                 if not isinstance(output, torch.Tensor):
-                    raise RobustlabError(f"layer {name!r} returns {type(output).__name__}, not a tensor",
-                                         "select layers whose output is one tensor")
+                    raise RobustlabError(
+                        f"layer {name!r} returns {type(output).__name__}, not a tensor",
+                        "select layers whose output is one tensor",
+                    )
                 if name in store["raw"] or name in store["neurons"]:
-                    raise RobustlabError(f"layer {name!r} ran twice in one forward pass",
-                                         "select layers that run once per forward (not a shared activation module)")
+                    raise RobustlabError(
+                        f"layer {name!r} ran twice in one forward pass",
+                        "select layers that run once per forward (not a shared activation module)",
+                    )
                 out = output.detach()
                 if "raw" in self.forms[name]:
                     store["raw"][name] = out.clone()
                 if "neurons" in self.forms[name]:
                     store["neurons"][name] = neuron_values(out).clone()
+
             return record
 
         handles = [m.register_forward_hook(hook(n)) for n, m in self.layers.items()]
@@ -108,7 +116,9 @@ class BatchRecord:
                 self.model(self.images(name))
             missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
             if missing:
-                raise RobustlabError(f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses")
+                raise RobustlabError(
+                    f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses"
+                )
             self._outputs[name] = [store, self.requests.readers]
         entry = self._outputs[name]
         entry[1] -= 1
@@ -119,8 +129,10 @@ class BatchRecord:
     def baseline_logits(self) -> torch.Tensor:
         """The baseline model's logits on the clean images (one forward pass per batch, shared)."""
         if self.baseline is None:
-            raise RobustlabError("an evaluation needs the baseline model but none was given",
-                                 "add baseline=PATH, the checkpoint of the undefended model")
+            raise RobustlabError(
+                "an evaluation needs the baseline model but none was given",
+                "add baseline=PATH, the checkpoint of the undefended model",
+            )
         if self._baseline_logits is None:
             with torch.no_grad():
                 self._baseline_logits = self.baseline(self.x)

@@ -1,4 +1,5 @@
 """Saved adversarial examples: ``<directory>/<attack>.pt`` per attack, one row per test sample."""
+
 from pathlib import Path
 
 import torch
@@ -29,10 +30,16 @@ class SavedExamples(Evaluation):
             return
         for name, result in record.attacks.items():
             adv = result.logits.argmax(1)
-            rows = {"x": record.x, "x_adv": result.x_adv, "y": record.y,
-                    "success": attack_success(record.clean_pred, adv, record.y, result.target),
-                    "clean_pred": record.clean_pred, "adv_pred": adv, "idx": record.idx,
-                    **({"target": result.target} if result.target is not None else {})}
+            rows = {
+                "x": record.x,
+                "x_adv": result.x_adv,
+                "y": record.y,
+                "success": attack_success(record.clean_pred, adv, record.y, result.target),
+                "clean_pred": record.clean_pred,
+                "adv_pred": adv,
+                "idx": record.idx,
+                **({"target": result.target} if result.target is not None else {}),
+            }
             self.rows[name].append({k: v.detach().cpu() for k, v in rows.items()})
 
     def _write(self, name: str, parts: list[dict]) -> None:

@@ -1,17 +1,18 @@
 """Model-structure metrics on the test batches: EBD, EBD-2, eps-ENI, Neuron Uncertainty and, per attack,
 Neuron Sensitivity."""
+
 import time
 from collections.abc import Mapping
 
 from torch import nn
 
+from robustlab import progress
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.coverage import chosen_layers
 from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import CLEAN, BatchRecord
 from robustlab.metrics.structure import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
-from robustlab import progress
 from robustlab.utils import synced_states
 
 
@@ -23,8 +24,9 @@ def _options(value, name: str) -> dict | None:
         return {}
     if isinstance(value, Mapping):
         return dict(value)
-    raise RobustlabError(f"{name} must be true, false or a mapping of parameters, got {value!r}",
-                         f"set {name}: {{...}} or {name}: false")
+    raise RobustlabError(
+        f"{name} must be true, false or a mapping of parameters, got {value!r}", f"set {name}: {{...}} or {name}: false"
+    )
 
 
 def _floats(value):
@@ -47,8 +49,13 @@ class Structure(Evaluation):
     are searches as costly as attacks).
     """
 
-    def __init__(self, layers: Mapping | None = None, ebd: Mapping | bool = True, ebd2: Mapping | bool = True,
-                 eni: Mapping | bool = True):
+    def __init__(
+        self,
+        layers: Mapping | None = None,
+        ebd: Mapping | bool = True,
+        ebd2: Mapping | bool = True,
+        eni: Mapping | bool = True,
+    ):
         self.layers = layers
         self.options = {"EBD": _options(ebd, "ebd"), "EBD2": _options(ebd2, "ebd2"), "ENI": _options(eni, "eni")}
 
@@ -57,8 +64,10 @@ class Structure(Evaluation):
         hooked = chosen_layers(self.model, self.layers)
         context.request_layers(hooked, "raw")
         self.names, self.device = list(hooked), context.device
-        metrics = {"NeuronUncertainty": NeuronUncertainty(self.names),
-                   "NeuronSensitivity": nn.ModuleDict({a: NeuronSensitivity(self.names) for a in context.attacks})}
+        metrics = {
+            "NeuronUncertainty": NeuronUncertainty(self.names),
+            "NeuronSensitivity": nn.ModuleDict({a: NeuronSensitivity(self.names) for a in context.attacks}),
+        }
         opts = self.options
         if opts["EBD"] is not None:
             metrics["EBD"] = EBD(**opts["EBD"])
@@ -66,8 +75,9 @@ class Structure(Evaluation):
             ebd2 = dict(opts["EBD2"])
             if "num_classes" not in ebd2:
                 if not context.num_classes:
-                    raise RobustlabError("the structure evaluation cannot tell the number of classes for EBD2",
-                                         "set ebd2.num_classes")
+                    raise RobustlabError(
+                        "the structure evaluation cannot tell the number of classes for EBD2", "set ebd2.num_classes"
+                    )
                 ebd2["num_classes"] = int(context.num_classes)
             metrics["EBD2"] = EBD2(**ebd2)
         if opts["ENI"] is not None:
@@ -97,9 +107,11 @@ class Structure(Evaluation):
     def results(self) -> dict:
         m = self.metrics
         counts = synced_states(m["NeuronUncertainty"])["count"]
-        results = {"NeuronUncertainty": _floats(m["NeuronUncertainty"].compute()),
-                   "NeuronSensitivity": {a: _floats(s.compute()) for a, s in m["NeuronSensitivity"].items()},
-                   "n_samples": int(counts)}
+        results = {
+            "NeuronUncertainty": _floats(m["NeuronUncertainty"].compute()),
+            "NeuronSensitivity": {a: _floats(s.compute()) for a, s in m["NeuronSensitivity"].items()},
+            "n_samples": int(counts),
+        }
         if "EBD" in m:
             results["EBD_censored"] = int(synced_states(m["EBD"])["censored"])
             results["EBD"] = m["EBD"].compute().item()
@@ -112,8 +124,15 @@ class Structure(Evaluation):
         return results
 
     def scalars(self, results: dict) -> dict[str, float]:
-        return {k: v for k, v in (("EBD", results.get("EBD")), ("ENI", results.get("ENI")),
-                                  ("EBD2", results.get("EBD2", {}).get("EBD2"))) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("EBD", results.get("EBD")),
+                ("ENI", results.get("ENI")),
+                ("EBD2", results.get("EBD2", {}).get("EBD2")),
+            )
+            if v is not None
+        }
 
     def summary(self, results: dict) -> str:
         parts = [f"{k} {v:.4f}" for k, v in self.scalars(results).items()]

@@ -1,4 +1,5 @@
 """CA: classification accuracy with an exact sample count."""
+
 import torch
 from torchmetrics import Metric
 

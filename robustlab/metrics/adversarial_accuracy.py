@@ -1,4 +1,5 @@
 """AAW and AAB: accuracy under white-box and black-box attacks (comprehensive paper, Sec. III-B-1)."""
+
 import torch
 
 from robustlab.metrics.attack_metric import AttackMetric

@@ -1,4 +1,5 @@
 """The contract of attack-utility metrics, which the attack callback feeds uniformly."""
+
 import warnings
 
 import torch
@@ -18,15 +19,23 @@ class AttackMetric(Metric):
     full_state_update = False
     is_differentiable = False
 
-    def update(self, model: nn.Module | None, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-               clean_logits: torch.Tensor, adv_logits: torch.Tensor, target: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        model: nn.Module | None,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        y: torch.Tensor,
+        clean_logits: torch.Tensor,
+        adv_logits: torch.Tensor,
+        target: torch.Tensor | None = None,
+    ) -> None:
         raise NotImplementedError
 
 
 class SuccessMean(AttackMetric):
     """Mean of a per-example value over the successful adversarial examples (clean-correct and misclassified,
-    or classified as the target: :func:`~robustlab.success.attack_success`, as in MR), DEEPSEC's denominator for ACAC, ACTC,
-    ALD_p, ASS, PSD, NTE, RGB and RIC. Subclasses implement :meth:`values`; with ``keys`` set, they return
+    or classified as the target: :func:`~robustlab.success.attack_success`, as in MR), DEEPSEC's denominator for
+    ACAC, ACTC, ALD_p, ASS, PSD, NTE, RGB and RIC. Subclasses implement :meth:`values`; with ``keys`` set, they return
     one column per key and :meth:`compute` a dict. A NaN value (undefined for that example) is left out of
     its column's average, with a warning. No successful example gives NaN and a warning."""
 
@@ -38,8 +47,15 @@ class SuccessMean(AttackMetric):
         self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
 
-    def values(self, model: nn.Module | None, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-               adv_logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def values(
+        self,
+        model: nn.Module | None,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        y: torch.Tensor,
+        adv_logits: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
         """Per-example values, shape ``(m,)`` or ``(m, len(keys))``, of the m successful examples given."""
         raise NotImplementedError
 
@@ -51,8 +67,11 @@ class SuccessMean(AttackMetric):
         v = v.double().to(self.total.device)
         defined = ~v.isnan()
         if not defined.all():
-            warnings.warn(f"{type(self).__name__}: {int((~defined).sum())} undefined value(s) left out of the "
-                          "average", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{type(self).__name__}: {int((~defined).sum())} undefined value(s) left out of the average",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.total += torch.where(defined, v, 0).sum(0)
         self.count += defined.sum(0)
 

@@ -1,4 +1,5 @@
 """CC: DEEPSEC's computation cost of an attack."""
+
 import torch
 from torchmetrics import Metric
 

@@ -1,4 +1,5 @@
 """ACAC, ACTC and NTE: DEEPSEC's confidence metrics of adversarial examples (Sec. II-B)."""
+
 from robustlab.metrics.attack_metric import SuccessMean
 from robustlab.metrics.functional import adversarial_class_confidence, noise_tolerance, true_class_confidence
 

@@ -1,4 +1,5 @@
 """mCE, RmCE and mFR: corruption and perturbation robustness with sum-only states."""
+
 import warnings
 
 import torch
@@ -33,8 +34,14 @@ class _ErrorTable(Metric):
         for name in ("clean_wrong", "base_clean_wrong", "clean_total", "base_clean_total"):
             self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor, corruption: str | None = None, severity: int = 0,
-               baseline_preds: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        preds: torch.Tensor,
+        target: torch.Tensor,
+        corruption: str | None = None,
+        severity: int = 0,
+        baseline_preds: torch.Tensor | None = None,
+    ) -> None:
         if corruption is not None and corruption not in self.corruptions:
             return
         wrong = (preds != target).sum()
@@ -71,8 +78,11 @@ class _ErrorTable(Metric):
             return None
         cols = counted[rows].any(0).nonzero().flatten().tolist()
         if not bool(counted[rows][:, cols].all()):
-            warnings.warn("mCE: the evaluated corruptions do not share the same severities; the table has gaps, "
-                          "returning NaN", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                "mCE: the evaluated corruptions do not share the same severities; the table has gaps, returning NaN",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return rows, cols
 
     def _tables(self, rows, cols):
@@ -82,8 +92,11 @@ class _ErrorTable(Metric):
         if not bool(base_counted.any()):
             return errors, None
         if not bool(base_counted.all()):
-            warnings.warn("mCE: the baseline was not evaluated on every evaluated cell, returning NaN",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                "mCE: the baseline was not evaluated on every evaluated cell, returning NaN",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return errors, (self.base_wrong.double() / self.base_total.double())[rows][:, cols]
 
     def mce(self) -> torch.Tensor:
@@ -97,7 +110,9 @@ class _ErrorTable(Metric):
         if cells is None:
             return torch.tensor(float("nan"), dtype=torch.float64)
         errors, base = self._tables(*cells)
-        base_clean = ratio(self.base_clean_wrong, self.base_clean_total, "baseline clean error") if base is not None else None
+        base_clean = (
+            ratio(self.base_clean_wrong, self.base_clean_total, "baseline clean error") if base is not None else None
+        )
         return relative_mean_corruption_error(errors, self.clean_error(), base, base_clean)
 
 

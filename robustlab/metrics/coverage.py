@@ -6,6 +6,7 @@ A neuron is one output unit of a selected layer; for outputs shaped ``(B, C, *sp
 layers) a neuron is a channel and its value is the spatial mean. Every state is O(neurons x k),
 reduced with ``max`` (logical OR), ``min`` or ``sum``: memory never grows with the number of samples.
 """
+
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,20 +32,25 @@ def _matches(module: nn.Module, types: Sequence[str | type]) -> bool:
     return False
 
 
-def select_layers(model: nn.Module, types: Sequence[str | type] = DEFAULT_TYPES,
-                  names: Sequence[str] = ()) -> dict[str, nn.Module]:
+def select_layers(
+    model: nn.Module, types: Sequence[str | type] = DEFAULT_TYPES, names: Sequence[str] = ()
+) -> dict[str, nn.Module]:
     """The modules of ``model`` (nested ones included, in ``named_modules`` order) that are instances of
     ``types`` (``torch.nn`` class names, other class names, or classes) or whose dotted name is in ``names``."""
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
         known = ", ".join(list(modules)[1:8])
-        raise RobustlabError(f"no layer named {missing[0]!r} in {type(model).__name__}",
-                             f"use dotted names from model.named_modules(), e.g. {known}")
+        raise RobustlabError(
+            f"no layer named {missing[0]!r} in {type(model).__name__}",
+            f"use dotted names from model.named_modules(), e.g. {known}",
+        )
     chosen = {n: m for n, m in modules.items() if n in names or _matches(m, types)}
     if not chosen:
-        raise RobustlabError(f"no layer of {type(model).__name__} matches types {list(types)} or names {list(names)}",
-                             "select layers by a module type the model contains (e.g. Conv2d, Linear) or by name")
+        raise RobustlabError(
+            f"no layer of {type(model).__name__} matches types {list(types)} or names {list(names)}",
+            "select layers by a module type the model contains (e.g. Conv2d, Linear) or by name",
+        )
     return chosen
 
 
@@ -64,13 +70,18 @@ def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, t
     def hook(name):
         def record(module, args, output):
             if not isinstance(output, torch.Tensor):
-                raise RobustlabError(f"layer {name!r} returns {type(output).__name__}, not a tensor",
-                                     "select layers whose output is one tensor")
+                raise RobustlabError(
+                    f"layer {name!r} returns {type(output).__name__}, not a tensor",
+                    "select layers whose output is one tensor",
+                )
             if name in store:
-                raise RobustlabError(f"layer {name!r} ran twice in one forward pass",
-                                     "select layers that run once per forward (not a shared activation module)")
+                raise RobustlabError(
+                    f"layer {name!r} ran twice in one forward pass",
+                    "select layers that run once per forward (not a shared activation module)",
+                )
             out = output.detach()
             store[name] = (reduce(out) if reduce is not None else out).clone()
+
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
@@ -81,8 +92,9 @@ def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, t
             h.remove()
 
 
-def layer_outputs(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Module], reduce=None,
-                  return_logits: bool = False):
+def layer_outputs(
+    model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Module], reduce=None, return_logits: bool = False
+):
     """``{name: output}`` of ``layers`` for one forward of ``x`` (no gradients); the hooks are removed afterwards.
     ``reduce=neuron_values`` keeps one value per neuron instead of the whole output. ``return_logits``: also
     return the model's output of that forward, as ``(outputs, logits)``."""
@@ -124,15 +136,27 @@ class NeuronProfile:
         names = list(names)
         missing = [n for n in names if n not in offsets]
         if missing:
-            raise RobustlabError(f"the neuron profile has no layer {missing[0]!r}",
-                                 "profile the layers you measure coverage on (profile_neurons with the same layers)")
+            raise RobustlabError(
+                f"the neuron profile has no layer {missing[0]!r}",
+                "profile the layers you measure coverage on (profile_neurons with the same layers)",
+            )
         index = torch.cat([torch.arange(*offsets[n]) for n in names])
-        return NeuronProfile({n: self.layers[n] for n in names}, self.low[index], self.high[index],
-                             self.n_samples, self.fingerprint)
+        return NeuronProfile(
+            {n: self.layers[n] for n in names}, self.low[index], self.high[index], self.n_samples, self.fingerprint
+        )
 
     def save(self, path: str | Path) -> None:
-        torch.save({"layers": list(self.layers), "sizes": list(self.layers.values()), "low": self.low.cpu(),
-                    "high": self.high.cpu(), "n_samples": int(self.n_samples), "fingerprint": self.fingerprint}, path)
+        torch.save(
+            {
+                "layers": list(self.layers),
+                "sizes": list(self.layers.values()),
+                "low": self.low.cpu(),
+                "high": self.high.cpu(),
+                "n_samples": int(self.n_samples),
+                "fingerprint": self.fingerprint,
+            },
+            path,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "NeuronProfile":
@@ -141,8 +165,10 @@ class NeuronProfile:
             d = torch.load(path, map_location="cpu", weights_only=True)
             return cls(dict(zip(d["layers"], d["sizes"])), d["low"], d["high"], int(d["n_samples"]), d["fingerprint"])
         except Exception as err:
-            raise RobustlabError(f"{path} is not a readable neuron profile ({type(err).__name__})",
-                                 "delete it to re-profile, or pass a file written by NeuronProfile.save") from None
+            raise RobustlabError(
+                f"{path} is not a readable neuron profile ({type(err).__name__})",
+                "delete it to re-profile, or pass a file written by NeuronProfile.save",
+            ) from None
 
 
 def profile_path(checkpoint: str | Path) -> Path:
@@ -153,13 +179,17 @@ def profile_path(checkpoint: str | Path) -> Path:
 def _concat(outputs: Mapping[str, torch.Tensor], layers: Mapping[str, int]) -> torch.Tensor:
     """``(B, N)`` neuron values of ``layers`` (in order) from raw or per-neuron ``outputs``."""
     if list(outputs) != list(layers):
-        raise RobustlabError(f"got outputs of layers {list(outputs)} but the metric measures {list(layers)}",
-                             "pass layer_outputs(model, x, layers) for the profiled layers, in profile order")
+        raise RobustlabError(
+            f"got outputs of layers {list(outputs)} but the metric measures {list(layers)}",
+            "pass layer_outputs(model, x, layers) for the profiled layers, in profile order",
+        )
     values = [neuron_values(outputs[n]) for n in layers]
     for (name, size), v in zip(layers.items(), values):
         if v.shape[1] != size:
-            raise RobustlabError(f"layer {name!r} has {v.shape[1]} neurons but the profile has {size}",
-                                 "re-profile the model (profile_neurons) for these weights")
+            raise RobustlabError(
+                f"layer {name!r} has {v.shape[1]} neurons but the profile has {size}",
+                "re-profile the model (profile_neurons) for these weights",
+            )
     return torch.cat(values, 1)
 
 
@@ -190,8 +220,12 @@ class NeuronRange(Metric):
         return {"low": self.low, "high": self.high, "n_samples": self.n_samples}
 
 
-def profile_neurons(model: nn.Module, batches: Iterable, layers: Mapping[str, nn.Module] | None = None,
-                    device: torch.device | str | None = None) -> NeuronProfile:
+def profile_neurons(
+    model: nn.Module,
+    batches: Iterable,
+    layers: Mapping[str, nn.Module] | None = None,
+    device: torch.device | str | None = None,
+) -> NeuronProfile:
     """Profile ``[low, high]`` of every neuron of ``layers`` (default: all Conv2d and Linear layers) over all
     ``batches`` (a DataLoader or iterable of ``x`` or ``(x, y, ...)``), in eval mode. Under
     ``torch.distributed`` give each process its own shard: the bounds are reduced over processes."""
@@ -211,12 +245,14 @@ def profile_neurons(model: nn.Module, batches: Iterable, layers: Mapping[str, nn
     result = metric.compute()
     if not torch.isfinite(result["low"]).all():
         raise RobustlabError("some neurons were never profiled", "give every process at least one batch")
-    return NeuronProfile(metric.layers, result["low"].cpu(), result["high"].cpu(), int(result["n_samples"]),
-                         weights_fingerprint(model))
+    return NeuronProfile(
+        metric.layers, result["low"].cpu(), result["high"].cpu(), int(result["n_samples"]), weights_fingerprint(model)
+    )
 
 
-def section_index(values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, k: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def section_index(
+    values: torch.Tensor, low: torch.Tensor, high: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The KMNCov section (0..k-1) of each value and whether it lies in ``[low, high]``. Section ``i`` is
     ``[low + i w, low + (i+1) w)`` with ``w = (high - low) / k``, the last one closed at ``high``; a neuron
     with ``high == low`` has one point, counted as its first section."""
@@ -258,8 +294,10 @@ class _Coverage(Metric):
         self.register_buffer("low", profile.low.float().clone(), persistent=False)
         self.register_buffer("high", profile.high.float().clone(), persistent=False)
         if not (self.low <= self.high).all():
-            raise RobustlabError("the neuron profile has neurons with low > high (never profiled)",
-                                 "profile the neurons on a non-empty training set")
+            raise RobustlabError(
+                "the neuron profile has neurons with low > high (never profiled)",
+                "profile the neurons on a non-empty training set",
+            )
 
     def _flags(self, name: str, *shape: int) -> None:
         self.add_state(name, torch.zeros(*shape, dtype=torch.uint8), dist_reduce_fx="max")
@@ -344,7 +382,7 @@ class TKNCov(Metric):
         start = 0
         for size in self.layers.values():
             if len(v):
-                top = v[:, start:start + size].topk(min(self.k, size), dim=1).indices.unique()
+                top = v[:, start : start + size].topk(min(self.k, size), dim=1).indices.unique()
                 self.top[start + top] = 1
             start += size
 

@@ -1,5 +1,6 @@
 """CAV, CRR, CSR, CCV and COS: a defended model against its raw baseline on the same clean inputs
 (DEEPSEC Sec. II-D; comprehensive paper Eqs. 15-19)."""
+
 import torch
 from torchmetrics import Metric
 

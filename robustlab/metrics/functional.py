@@ -1,4 +1,5 @@
 """Pure formulas behind the metrics: rates on already-reduced counts and per-example summands."""
+
 import warnings
 
 import torch
@@ -35,9 +36,12 @@ def mean_corruption_error(errors: torch.Tensor, baseline_errors: torch.Tensor | 
     return (errors.sum(1) / baseline_errors.double().sum(1)).mean()
 
 
-def relative_mean_corruption_error(errors: torch.Tensor, clean_error: torch.Tensor,
-                                   baseline_errors: torch.Tensor | None = None,
-                                   baseline_clean_error: torch.Tensor | None = None) -> torch.Tensor:
+def relative_mean_corruption_error(
+    errors: torch.Tensor,
+    clean_error: torch.Tensor,
+    baseline_errors: torch.Tensor | None = None,
+    baseline_clean_error: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Relative mCE (Hendrycks & Dietterich 2019, Sec. 4): ``RelCE_c = sum_s (E(s,c) - E_clean) /
     sum_s (E_base(s,c) - E_base,clean)``, averaged over c. Without a baseline, the unnormalised
     ``mean_{c,s} (E(s,c) - E_clean)``."""
@@ -48,8 +52,9 @@ def relative_mean_corruption_error(errors: torch.Tensor, clean_error: torch.Tens
     return (gap.sum(1) / base_gap.sum(1)).mean()
 
 
-def mean_flip_rate(flip_probabilities: torch.Tensor, baseline_flip_probabilities: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+def mean_flip_rate(
+    flip_probabilities: torch.Tensor, baseline_flip_probabilities: torch.Tensor | None = None
+) -> torch.Tensor:
     """mFR (Hendrycks & Dietterich 2019, Sec. 4, ImageNet-P): ``FR_p = FP_p / FP_p^base`` with ``FP_p`` the
     probability that the prediction flips between consecutive frames of perturbation p (against the first
     frame for noise sequences), ``mFR = mean_p FR_p``. Without a baseline, the unnormalised ``mean_p FP_p``."""
@@ -103,11 +108,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, truncate: float =
     sigma=1.5, use_sample_covariance=False, channel_axis=0)``."""
     radius = int(truncate * sigma + 0.5)
     if min(x.shape[-2:]) < 2 * radius + 1:
-        raise RobustlabError(f"SSIM needs images of at least {2 * radius + 1} px, got {tuple(x.shape[-2:])}",
-                             "use a smaller sigma or larger images")
+        raise RobustlabError(
+            f"SSIM needs images of at least {2 * radius + 1} px, got {tuple(x.shape[-2:])}",
+            "use a smaller sigma or larger images",
+        )
     x, y = x.double(), y.double()
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = (-(t ** 2) / (2 * sigma ** 2)).exp()
+    k = (-(t**2) / (2 * sigma**2)).exp()
     k = k / k.sum()
     c = x.shape[1]
 
@@ -116,14 +123,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, truncate: float =
         return torch.nn.functional.conv2d(z, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
     mx, my = window_mean(x), window_mean(y)
-    vx, vy, cov = window_mean(x * x) - mx ** 2, window_mean(y * y) - my ** 2, window_mean(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    vx, vy, cov = window_mean(x * x) - mx**2, window_mean(y * y) - my**2, window_mean(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1)
 
 
-def perturbation_sensitivity_distance(x: torch.Tensor, x_adv: torch.Tensor, region: int = 3,
-                                      sensitivity: str = "inverse", std_floor: float = 1 / 255) -> torch.Tensor:
+def perturbation_sensitivity_distance(
+    x: torch.Tensor, x_adv: torch.Tensor, region: int = 3, sensitivity: str = "inverse", std_floor: float = 1 / 255
+) -> torch.Tensor:
     """Per-example ``sum_j |delta_j| Sen(R(x_j))``, the summand of PSD (DEEPSEC Sec. II-B; comprehensive
     paper Eq. 6). ``R(x_j)`` is the ``region`` x ``region`` square around entry j of the clean image, per
     channel, reflect-padded at the border; its std is the population std.
@@ -133,7 +141,7 @@ def perturbation_sensitivity_distance(x: torch.Tensor, x_adv: torch.Tensor, regi
     ``sensitivity="one_minus"`` (DEEPSEC's code): ``Sen = 1 - std``."""
     padded = torch.nn.functional.pad(x.double(), (region // 2,) * 4, mode="reflect")
     mean = torch.nn.functional.avg_pool2d(padded, region, stride=1)
-    std = (torch.nn.functional.avg_pool2d(padded ** 2, region, stride=1) - mean ** 2).clamp_min(0).sqrt()
+    std = (torch.nn.functional.avg_pool2d(padded**2, region, stride=1) - mean**2).clamp_min(0).sqrt()
     sen = 1 - std if sensitivity == "one_minus" else 1 / std.clamp_min(std_floor)
     return ((x_adv.double() - x.double()).abs() * sen).flatten(1).sum(1)
 

@@ -1,4 +1,5 @@
 """ALD_p, ASS and PSD: how perceptible adversarial perturbations are (DEEPSEC Sec. II-B)."""
+
 from robustlab.errors import RobustlabError
 from robustlab.metrics.attack_metric import SuccessMean
 from robustlab.metrics.functional import lp_distortion, perturbation_sensitivity_distance, ssim

@@ -1,4 +1,5 @@
 """MR: DEEPSEC's misclassification ratio."""
+
 import torch
 from torchmetrics import Metric
 
@@ -19,8 +20,9 @@ class MR(Metric):
         self.add_state("fooled", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("clean_correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, clean_preds: torch.Tensor, adv_preds: torch.Tensor, y: torch.Tensor,
-               target: torch.Tensor | None = None) -> None:
+    def update(
+        self, clean_preds: torch.Tensor, adv_preds: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
+    ) -> None:
         self.fooled += attack_success(clean_preds, adv_preds, y, target).sum()
         self.clean_correct += (clean_preds == y).sum()
 

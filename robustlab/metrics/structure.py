@@ -1,6 +1,7 @@
 """Model-structure metrics of the comprehensive-evaluation paper (Sec. III-B.2): EBD, EBD-2,
 eps-ENI, Neuron Sensitivity and Neuron Uncertainty. Every state is a sum (O(1), O(classes) or
 O(layers)), so the results are the same on one process or many."""
+
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -10,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, random_like
 from robustlab.attacks.pgd import BIM
 from robustlab.errors import RobustlabError
 from robustlab.metrics.functional import ratio
-from robustlab import progress
 
 MEASURES = ("l2", "rms")
 NOISES = ("uniform", "gaussian", "sign")
@@ -25,15 +26,23 @@ def orthogonal_directions(x: torch.Tensor, count: int, seeds: torch.Tensor | Non
     Gaussian ``d x count`` matrix), drawn from the example's seed when ``seeds`` are given."""
     d = x[0].numel()
     if count > d:
-        raise RobustlabError(f"{count} orthogonal directions asked in a {d}-dimensional input",
-                             f"use at most {d} directions")
+        raise RobustlabError(
+            f"{count} orthogonal directions asked in a {d}-dimensional input", f"use at most {d} directions"
+        )
     gauss = random_like(x.new_empty(len(x), d, count), seeds, "normal")
     return torch.linalg.qr(gauss.double()).Q.transpose(1, 2).to(x.dtype)
 
 
-def boundary_distances(model: nn.Module, x: torch.Tensor, directions: torch.Tensor, step: float,
-                       max_distance: float, clip: bool = True, points: int = 2048,
-                       clean_logits: torch.Tensor | None = None) -> torch.Tensor:
+def boundary_distances(
+    model: nn.Module,
+    x: torch.Tensor,
+    directions: torch.Tensor,
+    step: float,
+    max_distance: float,
+    clip: bool = True,
+    points: int = 2048,
+    clean_logits: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``(B, D)``: per example and direction ``v`` (unit L2), the L2 length of the first displacement
     ``clip(x + t v) - x``, ``t = step, 2 step, ...``, at which the prediction differs from the one at ``x``
     (from ``clean_logits`` when given); ``inf`` if it never does up to ``t = max_distance``. The true boundary
@@ -53,7 +62,7 @@ def boundary_distances(model: nn.Module, x: torch.Tensor, directions: torch.Tens
             t = torch.arange(j, j + n, device=x.device, dtype=x.dtype) * step
             chunk = max(1, points // n)
             for start in range(0, len(rows), chunk):
-                i, k = rows[start:start + chunk], cols[start:start + chunk]
+                i, k = rows[start : start + chunk], cols[start : start + chunk]
                 grid = flat[i, None] + t[None, :, None] * directions[i, k][:, None]
                 if clip:
                     grid = grid.clamp(0, 1)
@@ -83,14 +92,24 @@ class EBD(Metric):
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, directions: int = 10, step: float = 0.1, max_distance: float = 20.0, measure: str = "rms",
-                 clip: bool = True, points: int = 2048, **kwargs):
+    def __init__(
+        self,
+        directions: int = 10,
+        step: float = 0.1,
+        max_distance: float = 20.0,
+        measure: str = "rms",
+        clip: bool = True,
+        points: int = 2048,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.directions = check_count(directions, "directions")
         self.step, self.max_distance = check_eps(step, "step"), check_eps(max_distance, "max_distance")
         if self.step == 0 or self.max_distance < self.step:
-            raise RobustlabError(f"EBD needs 0 < step <= max_distance, got {step} and {max_distance}",
-                                 "set a positive step no larger than max_distance")
+            raise RobustlabError(
+                f"EBD needs 0 < step <= max_distance, got {step} and {max_distance}",
+                "set a positive step no larger than max_distance",
+            )
         if measure not in MEASURES:
             raise RobustlabError(f"unknown EBD measure {measure!r}", f"use one of {', '.join(MEASURES)}")
         self.measure, self.clip, self.points = measure, bool(clip), check_count(points, "points")
@@ -98,12 +117,18 @@ class EBD(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("censored", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, model: nn.Module, x: torch.Tensor, seeds: torch.Tensor | None = None,
-               clean_logits: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        clean_logits: torch.Tensor | None = None,
+    ) -> None:
         """``clean_logits`` (the model's logits on ``x``, if already computed) saves the clean forward pass."""
         v = orthogonal_directions(x, self.directions, seeds)
-        dist = boundary_distances(model, x, torch.cat([v, -v], 1), self.step, self.max_distance, self.clip,
-                                  self.points, clean_logits)
+        dist = boundary_distances(
+            model, x, torch.cat([v, -v], 1), self.step, self.max_distance, self.clip, self.points, clean_logits
+        )
         d = dist.amin(1)
         self.censored += torch.isinf(d).sum()
         d = d.clamp(max=self.max_distance).double()
@@ -116,8 +141,14 @@ class EBD(Metric):
         return ratio(self.total, self.count, "EBD")
 
 
-def class_iterations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, num_classes: int,
-                     seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def class_iterations(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: Attack,
+    num_classes: int,
+    seeds: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(B, K)`` iterations of ``attack`` aimed at each class ``j != y`` until the prediction becomes ``j``
     (its ``last_iterations``), and ``(B, K)`` success flags; entries ``j == y`` are -1 / False."""
     iterations = torch.full((len(x), num_classes), -1, dtype=torch.long, device=x.device)
@@ -129,8 +160,10 @@ def class_iterations(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
         with progress.part(j, num_classes):
             attack(model, x[rows], y[rows], seeds=None if seeds is None else seeds[rows], target=j)
         if attack.last_iterations is None:
-            raise RobustlabError(f"{type(attack).__name__} reports no iteration counts",
-                                 "give EBD2 an iterative attack (BIM, PGD, MIFGSM)")
+            raise RobustlabError(
+                f"{type(attack).__name__} reports no iteration counts",
+                "give EBD2 an iterative attack (BIM, PGD, MIFGSM)",
+            )
         iterations[rows, j] = attack.last_iterations.long()
         success[rows, j] = attack.last_success
     return iterations, success
@@ -178,11 +211,14 @@ class EBD2(Metric):
         self.n_samples += len(x)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {"EBD2": ratio(self.total.sum(), self.count.sum(), "EBD2"),
-                "nearest": ratio(self.nearest_total, self.n_samples, "EBD2 nearest"),
-                "per_class": torch.stack([ratio(t, c, f"EBD2 class {j}")
-                                          for j, (t, c) in enumerate(zip(self.total, self.count))]),
-                "failure_rate": ratio(self.failures, self.count.sum(), "EBD2 failure rate")}
+        return {
+            "EBD2": ratio(self.total.sum(), self.count.sum(), "EBD2"),
+            "nearest": ratio(self.nearest_total, self.n_samples, "EBD2 nearest"),
+            "per_class": torch.stack(
+                [ratio(t, c, f"EBD2 class {j}") for j, (t, c) in enumerate(zip(self.total, self.count))]
+            ),
+            "failure_rate": ratio(self.failures, self.count.sum(), "EBD2 failure rate"),
+        }
 
 
 def noise_insensitivity(loss_clean: torch.Tensor, loss_noisy: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
@@ -218,8 +254,11 @@ class ENI(Metric):
 
     def _pollute(self, x: torch.Tensor, seeds: torch.Tensor | None) -> torch.Tensor:
         rep = x.repeat_interleave(self.samples, 0)
-        rep_seeds = None if seeds is None else \
-            (seeds.long()[:, None] * self.samples + torch.arange(self.samples, device=seeds.device)).flatten()
+        rep_seeds = (
+            None
+            if seeds is None
+            else (seeds.long()[:, None] * self.samples + torch.arange(self.samples, device=seeds.device)).flatten()
+        )
         if self.noise == "gaussian":
             delta = (random_like(rep, rep_seeds, "normal") * self.eps / 2).clamp(-self.eps, self.eps)
         else:
@@ -227,8 +266,15 @@ class ENI(Metric):
             delta = self.eps * (u if self.noise == "uniform" else u.sign())
         return (rep + delta).clamp(0, 1)
 
-    def update(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor | None = None,
-               noisy: torch.Tensor | None = None, clean_logits: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        noisy: torch.Tensor | None = None,
+        clean_logits: torch.Tensor | None = None,
+    ) -> None:
         copies = 1 if noisy is not None else self.samples
         mu = noisy if noisy is not None else self._pollute(x, seeds)
         x_rep, y_rep = x.repeat_interleave(copies, 0), y.repeat_interleave(copies, 0)
@@ -248,8 +294,10 @@ class ENI(Metric):
 
 def _check_layers(outputs: Mapping[str, torch.Tensor], layers: list[str]) -> None:
     if list(outputs) != layers:
-        raise RobustlabError(f"got outputs of layers {list(outputs)} but the metric measures {layers}",
-                             "pass layer_outputs(model, x, layers) for the same layers, in the same order")
+        raise RobustlabError(
+            f"got outputs of layers {list(outputs)} but the metric measures {layers}",
+            "pass layer_outputs(model, x, layers) for the same layers, in the same order",
+        )
 
 
 class _PerLayerMean(Metric):
@@ -287,8 +335,10 @@ class NeuronSensitivity(_PerLayerMean):
     def update(self, clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor]) -> None:
         _check_layers(clean, self.layers)
         _check_layers(adversarial, self.layers)
-        self._add([(clean[n] - adversarial[n]).flatten(1).abs().mean(1).double().sum() for n in self.layers],
-                  len(next(iter(clean.values()))))
+        self._add(
+            [(clean[n] - adversarial[n]).flatten(1).abs().mean(1).double().sum() for n in self.layers],
+            len(next(iter(clean.values()))),
+        )
 
 
 class NeuronUncertainty(_PerLayerMean):

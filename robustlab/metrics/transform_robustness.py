@@ -1,4 +1,5 @@
 """RGB and RIC: whether adversarial examples survive Gaussian blur and JPEG compression (DEEPSEC Sec. II-B)."""
+
 import math
 
 import torch
@@ -50,7 +51,9 @@ class RIC(_StillSuccessful):
     def __init__(self, quality: int = 90, **kwargs):
         super().__init__(**kwargs)
         if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
-            raise RobustlabError(f"RIC quality must be an integer in [1, 100], got {quality!r}", "set quality=90 (DEEPSEC)")
+            raise RobustlabError(
+                f"RIC quality must be an integer in [1, 100], got {quality!r}", "set quality=90 (DEEPSEC)"
+            )
         self.quality = quality
 
     def transform(self, x):

@@ -1,4 +1,5 @@
 """Classifiers that take [0,1] images (normalisation is their first layer)."""
+
 from robustlab.models.base import ImageClassifier
 from robustlab.models.mnist_cnn import MNISTCNN
 from robustlab.models.normalize import Normalize

@@ -1,4 +1,5 @@
 """Common shape of robustlab classifiers: [0,1] images in, logits out."""
+
 from collections.abc import Sequence
 
 import torch
@@ -16,8 +17,9 @@ class ImageClassifier(nn.Module):
 
     net: nn.Module
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int,
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self, in_channels: int, num_classes: int, image_size: int, mean: Sequence[float], std: Sequence[float]
+    ):
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
             raise ValueError(f"mean/std need {in_channels} values, got {len(mean)}/{len(std)}")

@@ -1,4 +1,5 @@
 """Per-channel normalisation as a model layer, so that every model takes [0,1] images."""
+
 from collections.abc import Sequence
 
 import torch

@@ -1,5 +1,6 @@
 """A compact PixelCNN (van den Oord et al. 2016, "Pixel recurrent neural networks"): a 256-way
 softmax per sub-pixel, autoregressive in raster order over pixels and R < G < B within a pixel."""
+
 import math
 
 import torch
@@ -54,13 +55,17 @@ class PixelCNN(nn.Module):
     def __init__(self, in_channels: int = 1, hidden: int = 64, blocks: int = 4):
         super().__init__()
         if in_channels < 1 or blocks < 0 or hidden < in_channels:
-            raise RobustlabError(f"PixelCNN needs in_channels >= 1, blocks >= 0 and hidden >= in_channels, got "
-                                 f"{in_channels}, {blocks} and {hidden}", "use e.g. hidden=64, blocks=4")
+            raise RobustlabError(
+                f"PixelCNN needs in_channels >= 1, blocks >= 0 and hidden >= in_channels, got "
+                f"{in_channels}, {blocks} and {hidden}",
+                "use e.g. hidden=64, blocks=4",
+            )
         c = self.in_channels = in_channels
         self.first = MaskedConv2d(c, hidden, 7, "A", c)
         self.blocks = nn.ModuleList(MaskedConv2d(hidden, hidden, 3, "B", c) for _ in range(blocks))
-        self.head = nn.Sequential(nn.ReLU(), MaskedConv2d(hidden, hidden, 1, "B", c), nn.ReLU(),
-                                  MaskedConv2d(hidden, c * LEVELS, 1, "B", c))
+        self.head = nn.Sequential(
+            nn.ReLU(), MaskedConv2d(hidden, hidden, 1, "B", c), nn.ReLU(), MaskedConv2d(hidden, c * LEVELS, 1, "B", c)
+        )
         self.reach = 3 + blocks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

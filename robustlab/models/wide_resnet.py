@@ -1,4 +1,5 @@
 """Wide ResNet (Zagoruyko & Komodakis 2016), WRN-28-10 by default, pre-activation blocks."""
+
 from collections.abc import Sequence
 
 import torch
@@ -29,9 +30,17 @@ class _WideBlock(nn.Module):
 class WideResNet(ImageClassifier):
     """WRN-depth-width: (depth-4)/6 pre-activation blocks per stage, widths 16k, 32k, 64k."""
 
-    def __init__(self, depth: int = 28, width: int = 10, in_channels: int = 3, num_classes: int = 10,
-                 image_size: int = 32, mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD,
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        depth: int = 28,
+        width: int = 10,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        image_size: int = 32,
+        mean: Sequence[float] = CIFAR_MEAN,
+        std: Sequence[float] = CIFAR_STD,
+        dropout: float = 0.0,
+    ):
         super().__init__(in_channels, num_classes, image_size, mean, std)
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
@@ -39,8 +48,19 @@ class WideResNet(ImageClassifier):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
         for stage in range(3):
             for i in range(n):
-                layers.append(_WideBlock(widths[stage] if i == 0 else widths[stage + 1], widths[stage + 1],
-                                         (1 if stage == 0 else 2) if i == 0 else 1, dropout))
-        layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                   nn.Linear(widths[3], num_classes)]
+                layers.append(
+                    _WideBlock(
+                        widths[stage] if i == 0 else widths[stage + 1],
+                        widths[stage + 1],
+                        (1 if stage == 0 else 2) if i == 0 else 1,
+                        dropout,
+                    )
+                )
+        layers += [
+            nn.BatchNorm2d(widths[3]),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(widths[3], num_classes),
+        ]
         self.net = nn.Sequential(*layers)

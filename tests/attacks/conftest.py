@@ -1,5 +1,6 @@
 """Fixtures for the attack tests: a cheap MLP for query-hungry black-box checks and a second
 standard CNN (another seed) for transfer."""
+
 import pytest
 import torch
 from torch import nn
@@ -34,8 +35,22 @@ def second_standard_model(tmp_path_factory):
     """A standard MNIST CNN trained briefly with another seed (1 epoch on 1000 images): its
     checkpoint path and the loaded eval-mode model."""
     out = tmp_path_factory.mktemp("standard_seed1")
-    summary = train(make_cfg("train", out, ["defense=standard", "seed=1", "trainer.max_epochs=1", "data.train_size=1000",
-                                            "data.val_size=200", "logger=none", "attack=[]", "test=false"]))
+    summary = train(
+        make_cfg(
+            "train",
+            out,
+            [
+                "defense=standard",
+                "seed=1",
+                "trainer.max_epochs=1",
+                "data.train_size=1000",
+                "data.val_size=200",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+            ],
+        )
+    )
     return summary["checkpoint"], robustlab.load_model(summary["checkpoint"])
 
 

@@ -1,4 +1,5 @@
 """Shared checks for attack tests."""
+
 import torch
 
 
@@ -28,7 +29,11 @@ def check_seeds_independent_of_batching(attack, model, x, y, seeds, split):
     """Per-example seeds make ``attack``'s result the same in one batch or two (split at ``split``), and
     other seeds give another result."""
     whole = attack(model, x, y, seeds=seeds)
-    halves = torch.cat([attack(model, x[:split], y[:split], seeds=seeds[:split]),
-                        attack(model, x[split:], y[split:], seeds=seeds[split:])])
+    halves = torch.cat(
+        [
+            attack(model, x[:split], y[:split], seeds=seeds[:split]),
+            attack(model, x[split:], y[split:], seeds=seeds[split:]),
+        ]
+    )
     assert torch.allclose(whole, halves, atol=1e-6)
     assert not torch.allclose(whole, attack(model, x, y, seeds=seeds + 1))

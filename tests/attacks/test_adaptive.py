@@ -1,5 +1,6 @@
 """EOT, BPDA and adapt on toy defended models: a randomised one (Gaussian input noise) and one with
 non-differentiable preprocessing (bit-depth reduction), both declaring it as DefendedModels."""
+
 import pytest
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ class Noisy(DefendedModel):
 class BitDepth(nn.Module):
     def __init__(self, bits: int):
         super().__init__()
-        self.levels = 2 ** bits - 1
+        self.levels = 2**bits - 1
 
     def forward(self, x):
         return torch.round(x * self.levels) / self.levels
@@ -60,8 +61,10 @@ def test_eot_pgd_is_stronger_than_pgd_on_a_randomised_model(standard_model, mnis
     eot = EOT(PGD(eps=eps, step=eps / 4, steps=10), n=10)
     x_eot = eot(model, x, y)
     clean, acc_plain, acc_eot = (_expected_accuracy(model, v, y) for v in (x, x_plain, x_eot))
-    print(f"noisy model (sigma 0.5), eps {eps}: expected accuracy clean {clean:.3f}, PGD {acc_plain:.3f}, "
-          f"EOT-10 PGD {acc_eot:.3f}")
+    print(
+        f"noisy model (sigma 0.5), eps {eps}: expected accuracy clean {clean:.3f}, PGD {acc_plain:.3f}, "
+        f"EOT-10 PGD {acc_eot:.3f}"
+    )
     assert clean > 0.7 and acc_eot < acc_plain - 0.04
     assert (x_eot - x).abs().max() <= eps * (1 + 1e-6) and 0 <= x_eot.min() and x_eot.max() <= 1
     assert eot.last_success.shape == y.shape and eot.kind == "whitebox"
@@ -73,6 +76,7 @@ def test_eot_averages_the_logits_of_n_passes(standard_model, mnist_test_batch):
     model = nn.Sequential(standard_model)
     model.register_forward_hook(lambda m, i, o: calls.append(o))
     from robustlab.attacks.adaptive import Expectation
+
     with torch.no_grad():
         out = Expectation(model, 4)(x)
     assert len(calls) == 4 and torch.allclose(out, torch.stack(calls).mean(0))
@@ -145,10 +149,15 @@ def test_adapt_finds_flags_inside_a_lightning_wrapper(standard_model, mnist_test
 def test_bpda_input_errors(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:4], mnist_test_batch[1][:4]
     flatten = nn.Flatten()
-    cases = [(BPDA(PGD(eps=0.1, steps=1)), standard_model, "declares no preprocessors"),
-             (BPDA(PGD(eps=0.1, steps=1), transform=BitDepth(3)), Squeezed(standard_model), "never called"),
-             (BPDA(PGD(eps=0.1, steps=1), transform=flatten),
-              nn.Sequential(flatten, nn.Unflatten(1, (1, 28, 28)), standard_model), "shape-preserving")]
+    cases = [
+        (BPDA(PGD(eps=0.1, steps=1)), standard_model, "declares no preprocessors"),
+        (BPDA(PGD(eps=0.1, steps=1), transform=BitDepth(3)), Squeezed(standard_model), "never called"),
+        (
+            BPDA(PGD(eps=0.1, steps=1), transform=flatten),
+            nn.Sequential(flatten, nn.Unflatten(1, (1, 28, 28)), standard_model),
+            "shape-preserving",
+        ),
+    ]
     for attack, model, message in cases:
         with pytest.raises(RobustlabError, match=message) as err:
             attack(model, x, y)

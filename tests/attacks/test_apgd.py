@@ -1,5 +1,6 @@
 """APGD and APGD-T: agreement with torchattacks on the same random starts, APGD-L1 against PGD-L1,
 the L1-ball-and-box projection, and per-example independence of the early stop."""
+
 from unittest import mock
 
 import pytest
@@ -66,7 +67,7 @@ def test_apgd_l1_is_sparse_feasible_and_at_least_as_strong_as_pgd_l1(standard_mo
     x_pgd = PGD(eps=eps, step=1.0, steps=20, norm="l1")(standard_model, x, y, seeds=seeds)
     acc_ours, acc_pgd = accuracy(standard_model, x_ours, y), accuracy(standard_model, x_pgd, y)
     print(f"APGD-L1: robust accuracy {acc_ours:.3f}, PGD-L1 (SLIDE) {acc_pgd:.3f}")
-    assert acc_ours <= acc_pgd + 0.02 and acc_ours < 0.9   # within the 2-point agreement tolerance
+    assert acc_ours <= acc_pgd + 0.02 and acc_ours < 0.9  # within the 2-point agreement tolerance
     assert norms(x_ours - x, 1).max() <= eps * (1 + 1e-5)
     assert x_ours.min() >= 0 and x_ours.max() <= 1
 
@@ -90,9 +91,14 @@ def test_l1_box_projection_is_the_euclidean_projection():
     for xi, vi, pi in zip(x.numpy(), v.numpy(), proj.numpy()):
         assert abs(pi).sum() <= 1.5 + 1e-9 and (xi + pi >= -1e-12).all() and (xi + pi <= 1 + 1e-12).all()
         # Split d = p - q with p, q >= 0 to make the L1 constraint smooth.
-        res = minimize(lambda z: ((z[:8] - z[8:] - vi) ** 2).sum(), x0=[0.0] * 16, method="SLSQP",
-                       bounds=[(0, 1 - a) for a in xi] + [(0, a) for a in xi],
-                       constraints=[{"type": "ineq", "fun": lambda z: 1.5 - z.sum()}], options={"ftol": 1e-12})
+        res = minimize(
+            lambda z: ((z[:8] - z[8:] - vi) ** 2).sum(),
+            x0=[0.0] * 16,
+            method="SLSQP",
+            bounds=[(0, 1 - a) for a in xi] + [(0, a) for a in xi],
+            constraints=[{"type": "ineq", "fun": lambda z: 1.5 - z.sum()}],
+            options={"ftol": 1e-12},
+        )
         assert ((pi - vi) ** 2).sum() <= res.fun + 1e-6
 
 
@@ -119,8 +125,17 @@ def test_eot_averages_gradients(standard_model, mnist_test_batch):
     assert torch.allclose(one, two, atol=1e-5)
 
 
-@pytest.mark.parametrize("make", [lambda: APGD(loss="hinge"), lambda: APGD(norm="l3"), lambda: APGD(eps=-1),
-                                  lambda: APGD(rho=0), lambda: APGD(large_reps=True), lambda: APGDT(n_targets=0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: APGD(loss="hinge"),
+        lambda: APGD(norm="l3"),
+        lambda: APGD(eps=-1),
+        lambda: APGD(rho=0),
+        lambda: APGD(large_reps=True),
+        lambda: APGDT(n_targets=0),
+    ],
+)
 def test_bad_parameters_are_refused(make):
     with pytest.raises(RobustlabError) as err:
         make()

@@ -1,4 +1,5 @@
 """AutoAttack: agreement with torchattacks' AutoAttack, no weaker than PGD, stage bookkeeping."""
+
 import pytest
 import torch
 import torchattacks
@@ -11,9 +12,16 @@ from tests.attacks.helpers import accuracy, norms
 def _like_torchattacks(eps, steps, targets, queries):
     """Our ensemble with torchattacks' AutoAttack settings: its APGD, APGD-T and FAB default to
     ``steps`` 10 and its Square rescales the p schedule to the query budget."""
-    return AutoAttack(eps=eps, version="custom", attacks=[
-        APGD(eps=eps, steps=steps), APGDT(eps=eps, steps=steps, n_targets=targets),
-        FABT(eps=eps, steps=steps, n_targets=targets), Square(eps=eps, n_queries=queries, rescale_schedule=True)])
+    return AutoAttack(
+        eps=eps,
+        version="custom",
+        attacks=[
+            APGD(eps=eps, steps=steps),
+            APGDT(eps=eps, steps=steps, n_targets=targets),
+            FABT(eps=eps, steps=steps, n_targets=targets),
+            Square(eps=eps, n_queries=queries, rescale_schedule=True),
+        ],
+    )
 
 
 def _peer(model, eps, targets, queries):
@@ -46,8 +54,10 @@ def test_standard_autoattack_agrees_with_torchattacks_and_beats_pgd100(standard_
     full = AutoAttack(eps=0.1)
     acc_full = accuracy(standard_model, full(standard_model, x, y, seeds=seeds), y)
     acc_pgd = accuracy(standard_model, PGD(eps=0.1, step=0.01, steps=100)(standard_model, x, y, seeds=seeds), y)
-    print(f"AutoAttack: ours {acc_ours:.3f}, torchattacks {acc_peer:.3f}; standard (100 steps) {acc_full:.3f}, "
-          f"PGD-100 {acc_pgd:.3f}")
+    print(
+        f"AutoAttack: ours {acc_ours:.3f}, torchattacks {acc_peer:.3f}; standard (100 steps) {acc_full:.3f}, "
+        f"PGD-100 {acc_pgd:.3f}"
+    )
     assert abs(acc_ours - acc_peer) <= 0.02
     assert acc_full <= acc_pgd
 
@@ -97,7 +107,11 @@ def test_versions():
     assert [a.loss for a in rand] == ["ce", "dlr"] and all(a.eot_iter == 20 for a in rand)
     l1 = AutoAttack(eps=10.0, norm="l1").attacks
     assert [type(a) for a in l1] == [APGD, APGDT] and all(a.large_reps for a in l1)
-    for bad in (lambda: AutoAttack(version="plus"), lambda: AutoAttack(version="custom"),
-                lambda: AutoAttack(attacks=[APGD()]), lambda: AutoAttack(eps=-1)):
+    for bad in (
+        lambda: AutoAttack(version="plus"),
+        lambda: AutoAttack(version="custom"),
+        lambda: AutoAttack(attacks=[APGD()]),
+        lambda: AutoAttack(eps=-1),
+    ):
         with pytest.raises(RobustlabError):
             bad()

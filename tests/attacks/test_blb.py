@@ -1,5 +1,6 @@
 """BLB has no standard peer: it must reach its targets with less L2 than a targeted sign-gradient
 attack, and each example must run its own L-BFGS-B and binary search."""
+
 import pytest
 import torch
 
@@ -21,8 +22,10 @@ def test_blb_hits_targets_with_less_l2_than_targeted_mifgsm(standard_model, mnis
     assert blb.last_success.float().mean() >= baseline.last_success.float().mean() - 1e-6
     both = blb.last_success & baseline.last_success
     l2_blb, l2_base = norms(x_blb - x, 2), norms(x_base - x, 2)
-    print(f"BLB success {blb.last_success.float().mean():.2f}, median L2 {l2_blb[both].median():.2f}; "
-          f"T-MI-FGSM success {baseline.last_success.float().mean():.2f}, median L2 {l2_base[both].median():.2f}")
+    print(
+        f"BLB success {blb.last_success.float().mean():.2f}, median L2 {l2_blb[both].median():.2f}; "
+        f"T-MI-FGSM success {baseline.last_success.float().mean():.2f}, median L2 {l2_base[both].median():.2f}"
+    )
     assert both.sum() >= 4 and (l2_blb[both] < l2_base[both]).all()
     assert x_blb.min() >= 0 and x_blb.max() <= 1
     assert torch.equal(x_blb[~blb.last_success], x[~blb.last_success])
@@ -37,8 +40,8 @@ def test_blb_constants_are_per_example(standard_model, mnist_test_batch):
     whole = attack(standard_model, x, y, target=target)
     success, iters = attack.last_success, attack.last_iterations
     for i in range(len(x)):
-        alone = attack(standard_model, x[i:i + 1], y[i:i + 1], target=target[i:i + 1])
-        assert torch.equal(alone, whole[i:i + 1])
+        alone = attack(standard_model, x[i : i + 1], y[i : i + 1], target=target[i : i + 1])
+        assert torch.equal(alone, whole[i : i + 1])
         assert attack.last_success.item() == success[i].item() and attack.last_iterations.item() == iters[i].item()
 
 

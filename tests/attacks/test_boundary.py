@@ -1,5 +1,6 @@
 """Boundary Attack: perturbation norms against Foolbox 3's BoundaryAttack from the same starting
 points, adversarial and shrinking results, failures, query counting, the eps budget, input checks."""
+
 import foolbox
 import pytest
 import torch
@@ -22,12 +23,15 @@ def _compare_with_foolbox(model, x, y, steps):
     start, found, _ = ours._start(model, x, y, generators, torch.zeros(len(x), dtype=torch.long))
     assert found.all()
     torch.manual_seed(0)
-    x_peer = foolbox.attacks.BoundaryAttack(steps=steps).run(foolbox.PyTorchModel(model, bounds=(0, 1)), x,
-                                                             foolbox.criteria.Misclassification(y), starting_points=start)
+    x_peer = foolbox.attacks.BoundaryAttack(steps=steps).run(
+        foolbox.PyTorchModel(model, bounds=(0, 1)), x, foolbox.criteria.Misclassification(y), starting_points=start
+    )
     norm_ours, norm_peer = ((v - x).flatten(1).norm(dim=1) for v in (x_ours, x_peer))
     norm_start = (start - x).flatten(1).norm(dim=1)
-    print(f"L2 norms after {steps} steps: start {norm_start.mean():.3f}, ours {norm_ours.mean():.3f}, "
-          f"foolbox {norm_peer.mean():.3f}; mean queries {ours.last_queries.float().mean():.0f}")
+    print(
+        f"L2 norms after {steps} steps: start {norm_start.mean():.3f}, ours {norm_ours.mean():.3f}, "
+        f"foolbox {norm_peer.mean():.3f}; mean queries {ours.last_queries.float().mean():.0f}"
+    )
     assert ours.last_success.all()
     with torch.no_grad():
         assert (model(x_ours).argmax(1) != y).all()
@@ -90,8 +94,9 @@ def test_boundary_eps_budget(mlp_model, mnist_test_batch):
     assert bounded.last_queries.sum() < free.last_queries.sum()
 
 
-@pytest.mark.parametrize("kwargs", [{"steps": -1}, {"spherical_step": 0.0}, {"source_step": -1.0},
-                                    {"eps": -1.0}, {"stats_every": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"steps": -1}, {"spherical_step": 0.0}, {"source_step": -1.0}, {"eps": -1.0}, {"stats_every": 0}]
+)
 def test_bad_boundary_parameters_are_refused(kwargs):
     with pytest.raises(RobustlabError) as err:
         BoundaryAttack(**kwargs)

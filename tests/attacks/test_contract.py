@@ -1,13 +1,36 @@
 """Every attack's contract: ball and box, success mask, targets, failures, model untouched, input checks."""
+
 import pytest
 import torch
 from torch import nn
 
 from robustlab import RobustlabError
-from robustlab.attacks import BIM, CW2, EAD, FGSM, ILLC, LLC, MIFGSM, PGD, RFGSM, RLLC, DeepFool
-from robustlab.attacks import EOT, SPSA, BoundaryAttack, NAttack, TransferAttack
-from robustlab.attacks import APGD, APGDT, FABT, AutoAttack, Square
-from robustlab.attacks import BLB, JSMA, OptMargin
+from robustlab.attacks import (
+    APGD,
+    APGDT,
+    BIM,
+    BLB,
+    CW2,
+    EAD,
+    EOT,
+    FABT,
+    FGSM,
+    ILLC,
+    JSMA,
+    LLC,
+    MIFGSM,
+    PGD,
+    RFGSM,
+    RLLC,
+    SPSA,
+    AutoAttack,
+    BoundaryAttack,
+    DeepFool,
+    NAttack,
+    OptMargin,
+    Square,
+    TransferAttack,
+)
 
 # (attack, norm of its budget, budget) with small step counts: the contract, not the strength.
 ATTACKS = [
@@ -38,8 +61,11 @@ ATTACKS = [
     (FABT(eps=0.2, steps=5, n_targets=2), "linf", 0.2),
     (Square(eps=0.2, n_queries=20), "linf", 0.2),
     (Square(eps=1.5, norm="l2", n_queries=20), 2, 1.5),
-    (AutoAttack(eps=0.2, version="custom", attacks=[APGD(eps=0.2, steps=3), Square(eps=0.2, n_queries=10)]),
-     "linf", 0.2),
+    (
+        AutoAttack(eps=0.2, version="custom", attacks=[APGD(eps=0.2, steps=3), Square(eps=0.2, n_queries=10)]),
+        "linf",
+        0.2,
+    ),
     (JSMA(gamma=0.05), None, None),
     (BLB(c0=10.0, steps=10, binary_steps=1), None, None),
     (OptMargin(c0=1.0, steps=10, binary_steps=1, directions=5), None, None),
@@ -50,7 +76,7 @@ IDS = [repr(a) for a, _, _ in ATTACKS]
 @pytest.mark.parametrize("attack, norm, eps", ATTACKS, ids=IDS)
 def test_ball_box_success_and_model_untouched(standard_model, mnist_test_batch, attack, norm, eps):
     x, y = mnist_test_batch[0][::5], mnist_test_batch[1][::5]
-    torch.manual_seed(0)   # the model runs in train mode: make its dropout independent of test order
+    torch.manual_seed(0)  # the model runs in train mode: make its dropout independent of test order
     model = standard_model.train()
     try:
         model.zero_grad(set_to_none=True)
@@ -122,6 +148,7 @@ def test_least_likely_and_seeded_random_targets(standard_model, mnist_test_batch
     # Uniform over the nine wrong classes: every wrong class shows up on 200 draws.
     y_many = torch.zeros(200, dtype=torch.long)
     from robustlab.attacks.base import choose_targets
+
     drawn = choose_targets(torch.zeros(200, 10), y_many, "random", torch.arange(200))
     assert set(drawn.tolist()) == set(range(1, 10))
 
@@ -144,21 +171,44 @@ def test_target_for_untargeted_attack_is_refused(standard_model, mnist_test_batc
         BIM(eps=0.1)(standard_model, x, y, target=3)
 
 
-@pytest.mark.parametrize("make", [lambda: RFGSM(eps=-1), lambda: BIM(eps=-0.1), lambda: LLC(eps=-0.1),
-                                  lambda: PGD(norm="l3"), lambda: PGD(norm="l1", quantile=2.0),
-                                  lambda: CW2(c0=-1.0), lambda: EAD(decision_rule="L2"),
-                                  lambda: DeepFool(steps=0), lambda: SPSA(eps=-1), lambda: NAttack(sigma=0.0),
-                                  lambda: BoundaryAttack(spherical_step=0.0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RFGSM(eps=-1),
+        lambda: BIM(eps=-0.1),
+        lambda: LLC(eps=-0.1),
+        lambda: PGD(norm="l3"),
+        lambda: PGD(norm="l1", quantile=2.0),
+        lambda: CW2(c0=-1.0),
+        lambda: EAD(decision_rule="L2"),
+        lambda: DeepFool(steps=0),
+        lambda: SPSA(eps=-1),
+        lambda: NAttack(sigma=0.0),
+        lambda: BoundaryAttack(spherical_step=0.0),
+    ],
+)
 def test_bad_parameters_are_refused(make):
     with pytest.raises(RobustlabError) as err:
         make()
     assert "fix:" in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("attack", [DeepFool(steps=2), CW2(steps=2, binary_steps=1), EAD(steps=2, binary_steps=1),
-                                    LLC(eps=0.1), SPSA(steps=1, samples=2), NAttack(steps=1, population=2),
-                                    BoundaryAttack(steps=1), JSMA(gamma=0.01), BLB(steps=1, binary_steps=1),
-                                    OptMargin(steps=1, binary_steps=1)], ids=repr)
+@pytest.mark.parametrize(
+    "attack",
+    [
+        DeepFool(steps=2),
+        CW2(steps=2, binary_steps=1),
+        EAD(steps=2, binary_steps=1),
+        LLC(eps=0.1),
+        SPSA(steps=1, samples=2),
+        NAttack(steps=1, population=2),
+        BoundaryAttack(steps=1),
+        JSMA(gamma=0.01),
+        BLB(steps=1, binary_steps=1),
+        OptMargin(steps=1, binary_steps=1),
+    ],
+    ids=repr,
+)
 def test_bad_images_and_inference_mode_are_refused(standard_model, mnist_test_batch, attack):
     x, y = mnist_test_batch[0][:4], mnist_test_batch[1][:4]
     with pytest.raises(RobustlabError, match=r"outside \[0,1\]"):

@@ -1,5 +1,6 @@
 """Agreement with peer implementations (torchattacks, foolbox) on the same model, data and
 parameters, with deterministic settings; budgets chosen so robust accuracy lies in (10%, 90%)."""
+
 from unittest import mock
 
 import foolbox
@@ -22,16 +23,23 @@ def _peer(cls, model, target=None, **kwargs):
 
 
 CASES = {
-    "BIM": (lambda: BIM(eps=0.15, step=0.01, steps=15, keep_successful=False),
-            lambda m, t: _peer(torchattacks.BIM, m, eps=0.15, alpha=0.01, steps=15)),
-    "MIFGSM": (lambda: MIFGSM(eps=0.15, step=0.02, steps=10, keep_successful=False),
-               lambda m, t: _peer(torchattacks.MIFGSM, m, eps=0.15, alpha=0.02, steps=10, decay=1.0)),
-    "T-MIFGSM": (lambda: MIFGSM(eps=0.2, step=0.02, steps=10, targeted=True, keep_successful=False),
-                 lambda m, t: _peer(torchattacks.MIFGSM, m, t, eps=0.2, alpha=0.02, steps=10, decay=1.0)),
-    "LLC": (lambda: LLC(eps=0.3),
-            lambda m, t: _peer(torchattacks.FGSM, m, "least_likely", eps=0.3)),
-    "ILLC": (lambda: ILLC(eps=0.2, step=0.02, steps=10, keep_successful=False),
-             lambda m, t: _peer(torchattacks.BIM, m, "least_likely", eps=0.2, alpha=0.02, steps=10)),
+    "BIM": (
+        lambda: BIM(eps=0.15, step=0.01, steps=15, keep_successful=False),
+        lambda m, t: _peer(torchattacks.BIM, m, eps=0.15, alpha=0.01, steps=15),
+    ),
+    "MIFGSM": (
+        lambda: MIFGSM(eps=0.15, step=0.02, steps=10, keep_successful=False),
+        lambda m, t: _peer(torchattacks.MIFGSM, m, eps=0.15, alpha=0.02, steps=10, decay=1.0),
+    ),
+    "T-MIFGSM": (
+        lambda: MIFGSM(eps=0.2, step=0.02, steps=10, targeted=True, keep_successful=False),
+        lambda m, t: _peer(torchattacks.MIFGSM, m, t, eps=0.2, alpha=0.02, steps=10, decay=1.0),
+    ),
+    "LLC": (lambda: LLC(eps=0.3), lambda m, t: _peer(torchattacks.FGSM, m, "least_likely", eps=0.3)),
+    "ILLC": (
+        lambda: ILLC(eps=0.2, step=0.02, steps=10, keep_successful=False),
+        lambda m, t: _peer(torchattacks.BIM, m, "least_likely", eps=0.2, alpha=0.02, steps=10),
+    ),
 }
 
 
@@ -70,7 +78,9 @@ def test_random_step_attacks_agree_with_torchattacks(standard_model, mnist_test_
 
 def test_sparse_l1_pgd_agrees_with_foolbox(standard_model, mnist_test_batch):
     x, y = mnist_test_batch
-    x_ours = PGD(eps=5.0, step=0.5, steps=20, norm="l1", random_start=False, keep_successful=False)(standard_model, x, y)
+    x_ours = PGD(eps=5.0, step=0.5, steps=20, norm="l1", random_start=False, keep_successful=False)(
+        standard_model, x, y
+    )
     peer = foolbox.attacks.SparseL1DescentAttack(quantile=0.99, abs_stepsize=0.5, steps=20, random_start=False)
     _, x_peer, _ = peer(foolbox.PyTorchModel(standard_model, bounds=(0, 1)), x, y, epsilons=5.0)
     acc_ours, acc_peer = accuracy(standard_model, x_ours, y), accuracy(standard_model, x_peer, y)
@@ -118,11 +128,17 @@ def test_cw2_agrees_with_foolbox(standard_model, mnist_test_batch):
     ours = CW2(steps=100, binary_steps=5, lr=0.05, c0=1e-2, targeted=True)
     x_ours = ours(standard_model, x, y, seeds=torch.arange(len(x)))
     peer = foolbox.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100, stepsize=0.05, initial_const=1e-2)
-    _, x_peer, _ = peer(foolbox.PyTorchModel(standard_model, bounds=(0, 1)), x,
-                        foolbox.criteria.TargetedMisclassification(ours.last_target), epsilons=None)
+    _, x_peer, _ = peer(
+        foolbox.PyTorchModel(standard_model, bounds=(0, 1)),
+        x,
+        foolbox.criteria.TargetedMisclassification(ours.last_target),
+        epsilons=None,
+    )
     both, med_ours, med_peer = _median_norms(standard_model, x, x_ours, x_peer, y, ours, 2)
-    print(f"CW2: median L2 ours {med_ours:.3f}, foolbox {med_peer:.3f}; success ours "
-          f"{ours.last_success.float().mean():.3f}, both {both.float().mean():.3f}")
+    print(
+        f"CW2: median L2 ours {med_ours:.3f}, foolbox {med_peer:.3f}; success ours "
+        f"{ours.last_success.float().mean():.3f}, both {both.float().mean():.3f}"
+    )
     assert both.float().mean() >= 0.7
     assert abs(med_ours - med_peer) <= 0.1 * med_peer
 
@@ -133,10 +149,20 @@ def test_ead_agrees_with_foolbox(standard_model, mnist_test_batch, rule):
     x, y = mnist_test_batch[0][::5], mnist_test_batch[1][::5]
     ours = EAD(steps=100, binary_steps=5, lr=0.02, c0=1e-2, decision_rule=rule, targeted=True)
     x_ours = ours(standard_model, x, y, seeds=torch.arange(len(x)))
-    peer = foolbox.attacks.EADAttack(binary_search_steps=5, steps=100, initial_stepsize=0.02, initial_const=1e-2,
-                                     regularization=1e-3, decision_rule=rule)
-    _, x_peer, _ = peer(foolbox.PyTorchModel(standard_model, bounds=(0, 1)), x,
-                        foolbox.criteria.TargetedMisclassification(ours.last_target), epsilons=None)
+    peer = foolbox.attacks.EADAttack(
+        binary_search_steps=5,
+        steps=100,
+        initial_stepsize=0.02,
+        initial_const=1e-2,
+        regularization=1e-3,
+        decision_rule=rule,
+    )
+    _, x_peer, _ = peer(
+        foolbox.PyTorchModel(standard_model, bounds=(0, 1)),
+        x,
+        foolbox.criteria.TargetedMisclassification(ours.last_target),
+        epsilons=None,
+    )
     both, med_ours, med_peer = _median_norms(standard_model, x, x_ours, x_peer, y, ours, 1)
     print(f"EAD-{rule}: median L1 ours {med_ours:.3f}, foolbox {med_peer:.3f}")
     assert both.float().mean() >= 0.7

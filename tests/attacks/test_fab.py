@@ -1,4 +1,5 @@
 """FAB-T: agreement with torchattacks' multi-targeted FAB, and the exactness of its projection."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,9 @@ def test_fabt_agrees_with_torchattacks(standard_model, mnist_test_batch, norm, e
     x, y = mnist_test_batch[0][::2], mnist_test_batch[1][::2]
     ours = FABT(eps=eps, norm=norm, steps=15, n_targets=3)
     x_ours = ours(standard_model, x, y)
-    peer = torchattacks.FAB(standard_model, norm=norm.capitalize(), eps=eps, steps=15, multi_targeted=True,
-                            n_classes=4, seed=0)
+    peer = torchattacks.FAB(
+        standard_model, norm=norm.capitalize(), eps=eps, steps=15, multi_targeted=True, n_classes=4, seed=0
+    )
     x_peer = peer(x, y)
     acc_ours, acc_peer = accuracy(standard_model, x_ours, y), accuracy(standard_model, x_peer, y)
     print(f"FAB-T {norm}: robust accuracy ours {acc_ours:.3f}, torchattacks {acc_peer:.3f}")
@@ -43,9 +45,14 @@ def test_projection_matches_a_linear_program():
         for pi, wi, ti, di in zip(p.numpy(), w.numpy(), tau.numpy(), d):
             assert (pi + di >= -1e-9).all() and (pi + di <= 1 + 1e-9).all()
             # Linf as an LP over (d, t): minimise t with -t <= d_i <= t.
-            lp = linprog(c=[0] * n + [1], A_eq=[list(wi) + [0]], b_eq=[ti],
-                         A_ub=np.block([[np.eye(n), -np.ones((n, 1))], [-np.eye(n), -np.ones((n, 1))]]),
-                         b_ub=[0] * (2 * n), bounds=[(-a, 1 - a) for a in pi] + [(0, None)])
+            lp = linprog(
+                c=[0] * n + [1],
+                A_eq=[list(wi) + [0]],
+                b_eq=[ti],
+                A_ub=np.block([[np.eye(n), -np.ones((n, 1))], [-np.eye(n), -np.ones((n, 1))]]),
+                b_ub=[0] * (2 * n),
+                bounds=[(-a, 1 - a) for a in pi] + [(0, None)],
+            )
             if not lp.success:  # the box cannot reach the hyperplane: the corner closest to it
                 up = np.sign(wi) * np.sign(ti)
                 assert np.allclose(di, np.where(up > 0, 1 - pi, np.where(up < 0, -pi, 0)))
@@ -54,9 +61,15 @@ def test_projection_matches_a_linear_program():
             if norm == "linf":
                 assert np.abs(di).max() == pytest.approx(lp.fun, abs=1e-9)
             else:
-                qp = minimize(lambda z: (z ** 2).sum(), x0=lp.x[:n], method="SLSQP", bounds=[(-a, 1 - a) for a in pi],
-                              constraints=[{"type": "eq", "fun": lambda z: wi @ z - ti}], options={"ftol": 1e-14})
-                assert (di ** 2).sum() <= qp.fun + 1e-7
+                qp = minimize(
+                    lambda z: (z**2).sum(),
+                    x0=lp.x[:n],
+                    method="SLSQP",
+                    bounds=[(-a, 1 - a) for a in pi],
+                    constraints=[{"type": "eq", "fun": lambda z: wi @ z - ti}],
+                    options={"ftol": 1e-14},
+                )
+                assert (di**2).sum() <= qp.fun + 1e-7
 
 
 def test_failures_return_the_clean_image(standard_model, mnist_test_batch):

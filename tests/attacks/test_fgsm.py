@@ -1,4 +1,5 @@
 """FGSM against torchattacks' FGSM on a trained model."""
+
 import torchattacks
 
 from robustlab.attacks import FGSM

@@ -1,4 +1,5 @@
 """JSMA against torchattacks' JSMA (the DEEPSEC port), plus its own budget and batching rules."""
+
 import math
 
 import pytest

@@ -1,5 +1,6 @@
 """NATTACK: stronger than random noise and than a weaker setting of itself, query counting,
 seeding, input checks. No installed peer has NATTACK (issue rule b)."""
+
 import pytest
 import torch
 
@@ -18,8 +19,10 @@ def test_nattack_beats_noise_and_a_smaller_population(mlp_model, mnist_test_batc
     acc_weak = accuracy(mlp_model, NAttack(eps=eps, steps=60, population=8)(mlp_model, x, y, seeds=seeds), y)
     acc_noise = accuracy(mlp_model, sign_noise(x, eps), y)
     acc_pgd = accuracy(mlp_model, PGD(eps=eps, step=0.01, steps=40)(mlp_model, x, y), y)
-    print(f"MLP eps {eps}: robust accuracy noise {acc_noise:.3f}, NATTACK pop 8 {acc_weak:.3f}, pop 50 "
-          f"{acc_strong:.3f}, PGD-40 {acc_pgd:.3f}; mean queries {strong.last_queries.float().mean():.0f}")
+    print(
+        f"MLP eps {eps}: robust accuracy noise {acc_noise:.3f}, NATTACK pop 8 {acc_weak:.3f}, pop 50 "
+        f"{acc_strong:.3f}, PGD-40 {acc_pgd:.3f}; mean queries {strong.last_queries.float().mean():.0f}"
+    )
     assert (x_adv - x).abs().max() <= eps * (1 + 1e-6) and 0 <= x_adv.min() and x_adv.max() <= 1
     assert acc_noise > 0.8 and acc_strong < acc_noise - 0.3
     assert acc_strong < acc_weak - 0.1
@@ -49,7 +52,9 @@ def test_nattack_counts_its_queries(mlp_model, mnist_test_batch, counting):
 
 def test_nattack_seeding_does_not_depend_on_batching(mlp_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:12], mnist_test_batch[1][:12]
-    check_seeds_independent_of_batching(NAttack(eps=0.1, steps=3, population=6), mlp_model, x, y, torch.arange(7, 19), 7)
+    check_seeds_independent_of_batching(
+        NAttack(eps=0.1, steps=3, population=6), mlp_model, x, y, torch.arange(7, 19), 7
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"eps": -0.1}, {"sigma": 0.0}, {"population": 1}, {"steps": 1.5}])
@@ -63,8 +68,9 @@ def test_bad_nattack_parameters_are_refused(kwargs):
 def test_nattack_on_the_standard_cnn(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][::5], mnist_test_batch[1][::5]
     eps = 0.2
-    acc = accuracy(standard_model, NAttack(eps=eps, steps=100, population=100)(standard_model, x, y,
-                                                                              seeds=torch.arange(len(x))), y)
+    acc = accuracy(
+        standard_model, NAttack(eps=eps, steps=100, population=100)(standard_model, x, y, seeds=torch.arange(len(x))), y
+    )
     acc_noise = accuracy(standard_model, sign_noise(x, eps), y)
     acc_pgd = accuracy(standard_model, PGD(eps=eps, step=0.01, steps=40)(standard_model, x, y), y)
     print(f"CNN eps {eps}: robust accuracy noise {acc_noise:.3f}, NATTACK {acc:.3f}, PGD-40 {acc_pgd:.3f}")

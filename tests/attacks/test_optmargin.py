@@ -1,5 +1,6 @@
 """OptMargin has no peer: its examples must stay misclassified under the noise directions it
 used, where CW2's minimal examples do not, at the price of a larger perturbation."""
+
 import pytest
 import torch
 
@@ -34,8 +35,10 @@ def test_optmargin_examples_survive_their_noise_and_cw2_ones_do_not(standard_mod
     both = robust & cw2.last_success
     share_cw = _share_misclassified_under_noise(standard_model, x_cw, y, noise)[both]
     l2_om, l2_cw = norms(x_om - x, 2)[both], norms(x_cw - x, 2)[both]
-    print(f"misclassified under the noise: OptMargin 1.00, CW2 {share_cw.mean():.2f}; "
-          f"median L2 OptMargin {l2_om.median():.2f}, CW2 {l2_cw.median():.2f}")
+    print(
+        f"misclassified under the noise: OptMargin 1.00, CW2 {share_cw.mean():.2f}; "
+        f"median L2 OptMargin {l2_om.median():.2f}, CW2 {l2_cw.median():.2f}"
+    )
     assert both.sum() >= 4 and share_cw.mean() < 0.8 and l2_om.median() > l2_cw.median()
 
 

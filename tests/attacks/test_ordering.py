@@ -1,4 +1,5 @@
 """Stronger-than-weaker checks that do not need a peer."""
+
 import torch
 
 from robustlab.attacks import BIM, CW2, FGSM, ILLC, LLC, MIFGSM, RLLC
@@ -7,8 +8,10 @@ from tests.attacks.helpers import accuracy, norms
 
 def test_iterative_beats_single_step(standard_model, mnist_test_batch):
     x, y = mnist_test_batch
-    fgsm, bim = accuracy(standard_model, FGSM(0.15)(standard_model, x, y), y), \
-        accuracy(standard_model, BIM(0.15, 0.01, 15)(standard_model, x, y), y)
+    fgsm, bim = (
+        accuracy(standard_model, FGSM(0.15)(standard_model, x, y), y),
+        accuracy(standard_model, BIM(0.15, 0.01, 15)(standard_model, x, y), y),
+    )
     print(f"robust accuracy at eps 0.15: FGSM {fgsm:.3f}, BIM {bim:.3f}")
     assert bim <= fgsm and fgsm > 0.1
 

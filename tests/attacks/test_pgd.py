@@ -1,4 +1,5 @@
 """PGD: cross-check against torchattacks, the threat-model constraints, seeding and input checks."""
+
 import pytest
 import torch
 import torchattacks
@@ -8,10 +9,13 @@ from robustlab.attacks import PGD
 from tests.attacks.helpers import accuracy, check_seeds_independent_of_batching
 
 
-@pytest.mark.parametrize("norm, eps, step, peer", [
-    ("linf", 0.1, 0.01, lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.01, steps=20, random_start=False)),
-    ("l2", 1.5, 0.15, lambda m: torchattacks.PGDL2(m, eps=1.5, alpha=0.15, steps=20, random_start=False)),
-])
+@pytest.mark.parametrize(
+    "norm, eps, step, peer",
+    [
+        ("linf", 0.1, 0.01, lambda m: torchattacks.PGD(m, eps=0.1, alpha=0.01, steps=20, random_start=False)),
+        ("l2", 1.5, 0.15, lambda m: torchattacks.PGDL2(m, eps=1.5, alpha=0.15, steps=20, random_start=False)),
+    ],
+)
 def test_pgd_agrees_with_torchattacks(standard_model, mnist_test_batch, norm, eps, step, peer):
     x, y = mnist_test_batch
     ours = PGD(eps=eps, step=step, steps=20, norm=norm, random_start=False, keep_successful=False)
@@ -60,7 +64,9 @@ def test_pgd_leaves_model_untouched(standard_model, mnist_test_batch):
 
 def test_seeded_random_start_does_not_depend_on_batching(standard_model, mnist_test_batch):
     x, y = mnist_test_batch[0][:10], mnist_test_batch[1][:10]
-    check_seeds_independent_of_batching(PGD(eps=0.3, step=0.05, steps=2), standard_model, x, y, torch.arange(100, 110), 4)
+    check_seeds_independent_of_batching(
+        PGD(eps=0.3, step=0.05, steps=2), standard_model, x, y, torch.arange(100, 110), 4
+    )
 
 
 def _with_nan(x):

@@ -1,6 +1,7 @@
 """SPSA: agreement with torchattacks' SPSA, stronger than random noise and close to white-box PGD, query
 counting, seeding, input checks. The cheap ``mlp_model`` lets CI spend a realistic query budget; the CNN
 check is marked slow."""
+
 import pytest
 import torch
 import torchattacks
@@ -24,8 +25,10 @@ def test_spsa_beats_noise_and_nears_pgd(mlp_model, mnist_test_batch):
     acc_spsa = accuracy(mlp_model, x_adv, y)
     acc_noise = accuracy(mlp_model, sign_noise(x, eps), y)
     acc_pgd = accuracy(mlp_model, PGD(eps=eps, step=0.01, steps=40)(mlp_model, x, y), y)
-    print(f"MLP eps {eps}: robust accuracy noise {acc_noise:.3f}, SPSA {acc_spsa:.3f}, PGD-40 {acc_pgd:.3f}; "
-          f"mean queries {attack.last_queries.float().mean():.0f}")
+    print(
+        f"MLP eps {eps}: robust accuracy noise {acc_noise:.3f}, SPSA {acc_spsa:.3f}, PGD-40 {acc_pgd:.3f}; "
+        f"mean queries {attack.last_queries.float().mean():.0f}"
+    )
     assert (x_adv - x).abs().max() <= eps * (1 + 1e-6) and 0 <= x_adv.min() and x_adv.max() <= 1
     assert acc_noise > 0.8 and acc_spsa < acc_noise - 0.5
     assert acc_spsa <= acc_pgd + 0.1

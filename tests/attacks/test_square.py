@@ -1,4 +1,5 @@
 """Square Attack: agreement with torchattacks' Square, query budget, ball and box, seeding."""
+
 import statistics
 
 import pytest
@@ -18,8 +19,9 @@ def _compare(model, x, y, norm, eps, queries, runs):
     for r in range(runs):
         seeds = torch.arange(len(x)) + 1000 * r
         ours.append(accuracy(model, Square(eps=eps, norm=norm, n_queries=queries)(model, x, y, seeds=seeds), y))
-        attack = torchattacks.Square(model, norm=norm.capitalize(), eps=eps, n_queries=queries, seed=r,
-                                     resc_schedule=False)
+        attack = torchattacks.Square(
+            model, norm=norm.capitalize(), eps=eps, n_queries=queries, seed=r, resc_schedule=False
+        )
         peer.append(accuracy(model, attack(x, y), y))
     print(f"Square-{norm}: robust accuracy ours {ours}, torchattacks {peer}")
     return statistics.mean(ours), statistics.mean(peer)

@@ -1,5 +1,6 @@
 """TransferAttack: examples made on a surrogate, judged on the target; loading the surrogate from a
 checkpoint; the inner attack's result when surrogate and target are the same model."""
+
 import torch
 from hydra.utils import instantiate
 
@@ -12,8 +13,9 @@ def _pgd():
     return PGD(eps=0.2, step=0.02, steps=20)
 
 
-def test_transfer_between_standard_models_is_weaker_than_white_box(standard_model, second_standard_model,
-                                                                    mnist_test_batch):
+def test_transfer_between_standard_models_is_weaker_than_white_box(
+    standard_model, second_standard_model, mnist_test_batch
+):
     _, target = second_standard_model
     x, y = mnist_test_batch[0][::2], mnist_test_batch[1][::2]
     seeds = torch.arange(len(x))
@@ -25,7 +27,10 @@ def test_transfer_between_standard_models_is_weaker_than_white_box(standard_mode
         assert torch.equal(transfer.last_success, target(x_adv).argmax(1) != y)
     rate_transfer = transfer.last_success[correct].float().mean().item()
     rate_white = white.last_success[correct].float().mean().item()
-    print(f"PGD eps 0.2 success on clean-correct target examples: transfer {rate_transfer:.3f}, white-box {rate_white:.3f}")
+    print(
+        f"PGD eps 0.2 success on clean-correct target examples: transfer {rate_transfer:.3f}, "
+        f"white-box {rate_white:.3f}"
+    )
     assert 0.05 < rate_transfer < rate_white - 0.1
     assert transfer.kind == "blackbox" and torch.equal(transfer.last_queries, torch.ones(len(x), dtype=torch.long))
     assert (x_adv - x).abs().max() <= 0.2 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
@@ -49,8 +54,9 @@ def test_surrogate_checkpoint_path_and_surrogate_targets(standard_model, second_
     assert torch.equal(from_path(standard_model, x, y), from_module(standard_model, x, y))
     with torch.no_grad():
         assert torch.equal(from_path.last_target, surrogate(x).argmin(1))
-        assert torch.equal(from_path.last_success, standard_model(from_path(standard_model, x, y)).argmax(1)
-                           == from_path.last_target)
+        assert torch.equal(
+            from_path.last_success, standard_model(from_path(standard_model, x, y)).argmax(1) == from_path.last_target
+        )
 
 
 def test_transfer_config_without_surrogate_is_a_one_line_error(tmp_path, standard_model, mnist_test_batch):

@@ -1,5 +1,6 @@
 """UAP: it reaches its target fooling rate on the fitting set, stays in its eps ball, and its
 held-out fooling rate is measured on data it was not fitted on."""
+
 import pytest
 import torch
 
@@ -32,8 +33,10 @@ def test_uap_reaches_its_fooling_rate_and_reports_it_held_out(standard_model, mn
     assert fooled.float().mean().item() == pytest.approx(fitted.fit_fooling_rate)
     x, y = mnist_test_batch
     held_out = fitted.fooling_rate_on(standard_model, x, y)
-    print(f"UAP eps 0.3: fitting-set fooling rate {fitted.fit_fooling_rate:.3f} after {fitted.fit_passes} passes, "
-          f"held-out {held_out:.3f}")
+    print(
+        f"UAP eps 0.3: fitting-set fooling rate {fitted.fit_fooling_rate:.3f} after {fitted.fit_passes} passes, "
+        f"held-out {held_out:.3f}"
+    )
     assert 0.1 < held_out < 1
     assert fitted.perturbation.abs().max() <= 0.3 * (1 + 1e-6) and fitted.perturbation.abs().max() > 0.1
 
@@ -64,7 +67,9 @@ def test_uap_fit_is_seeded_by_sample_and_l2_ball(standard_model, fit_set):
     v = attack.fit(standard_model, x, y).perturbation
     assert norms(v, 2).item() <= 2.0 * (1 + 1e-5)
     flip = torch.arange(len(x) - 1, -1, -1)
-    again = UAP(eps=2.0, norm="l2", fooling_rate=0.3, passes=2, chunk=8).fit(standard_model, x[flip], y[flip], seeds=flip)
+    again = UAP(eps=2.0, norm="l2", fooling_rate=0.3, passes=2, chunk=8).fit(
+        standard_model, x[flip], y[flip], seeds=flip
+    )
     assert torch.allclose(again.perturbation, v, atol=1e-6)
 
 

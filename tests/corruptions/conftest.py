@@ -1,4 +1,5 @@
 """Real photos (scikit-image samples) as uint8 HxWx3 arrays and as a [0,1] batch."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """corrupt(): input checks, seeding, batch independence, grayscale, perturbation sequences."""
+
 import pytest
 import torch
 
@@ -14,17 +15,29 @@ def test_names():
     assert len(BENCHMARK) == 15 and len(HELD_OUT) == 4 and CORRUPTIONS == BENCHMARK + HELD_OUT
 
 
-@pytest.mark.parametrize("args, match", [
-    (("fish", 1), "unknown corruption"), (("fog", 0), "severity"), (("fog", 6), "severity"),
-    (("fog", 2.5), "severity")])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (("fish", 1), "unknown corruption"),
+        (("fog", 0), "severity"),
+        (("fog", 6), "severity"),
+        (("fog", 2.5), "severity"),
+    ],
+)
 def test_bad_name_or_severity(args, match):
     with pytest.raises(RobustlabError, match=match):
         corrupt(_x(), *args)
 
 
-@pytest.mark.parametrize("x, match", [
-    (_x() * 2, r"outside \[0,1\]"), (_x().masked_fill(_x() > 0.9, float("nan")), "NaN"), (_x(size=28)[..., :28], "32x32"),
-    (torch.rand(3, 32, 32), "B, C, H, W")])
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (_x() * 2, r"outside \[0,1\]"),
+        (_x().masked_fill(_x() > 0.9, float("nan")), "NaN"),
+        (_x(size=28)[..., :28], "32x32"),
+        (torch.rand(3, 32, 32), "B, C, H, W"),
+    ],
+)
 def test_bad_images(x, match):
     with pytest.raises(RobustlabError, match=match):
         corrupt(x, "fog", 1)

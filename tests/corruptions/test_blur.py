@@ -1,4 +1,5 @@
 """Glass blur's batched pixel shuffle equals the reference's sequential sweep."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Shot noise: the table-inversion sampler draws exact Poisson counts; off-grid values use torch.poisson."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ def test_shot_noise_counts_are_poisson_on_the_8bit_grid(c):
         y = noise.shot_noise(x, c, Rng(torch.Generator().manual_seed(level), 20, x.device))
         counts = torch.round(y * c).long().flatten().numpy()
         lam = c * level / 255
-        ks = np.arange(max(0, int(lam - 5 * lam ** 0.5)), min(c, int(lam + 5 * lam ** 0.5) + 2))
+        ks = np.arange(max(0, int(lam - 5 * lam**0.5)), min(c, int(lam + 5 * lam**0.5) + 2))
         expected = stats.poisson.pmf(ks, lam) * counts.size
         keep = expected > 20
         observed = np.array([(counts == k).sum() for k in ks])[keep]

@@ -1,4 +1,5 @@
 """The batched building blocks equal their direct definitions."""
+
 import math
 
 import pytest
@@ -12,7 +13,7 @@ def _motion_blur_direct(x, radius, sigma, angle):
     beyond the image dropped."""
     b, c, h, w = x.shape
     width = int(2 * math.ceil(radius) + 1)
-    taps = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    taps = torch.exp(-(torch.arange(width, dtype=torch.float64) ** 2) / (2 * sigma**2))
     taps = taps / taps.sum()
     rad = torch.deg2rad(angle.double())
     out = torch.zeros_like(x, dtype=torch.float64)
@@ -22,20 +23,29 @@ def _motion_blur_direct(x, radius, sigma, angle):
         alive &= (dy.abs() < h) & (dx.abs() < w)
         rows = (torch.arange(h) - dy[:, None]).clamp(0, h - 1)
         cols = (torch.arange(w) - dx[:, None]).clamp(0, w - 1)
-        shifted = x.gather(2, rows[:, None, :, None].expand(b, c, h, w)).gather(3, cols[:, None, None].expand(b, c, h, w))
+        shifted = x.gather(2, rows[:, None, :, None].expand(b, c, h, w)).gather(
+            3, cols[:, None, None].expand(b, c, h, w)
+        )
         out += (taps[i] * alive)[:, None, None, None] * shifted
     return out.to(x.dtype)
 
 
-@pytest.mark.parametrize("shape, angles, radius, sigma", [
-    ((200, 3, 32, 32), (-45, 45), 15, 5), ((9, 1, 33, 40), (-135, -45), 12, 12), ((5, 3, 32, 32), (0, 360), 2.6, 1.3),
-    ((3, 1, 32, 32), (0, 360), 40, 20)])
+@pytest.mark.parametrize(
+    "shape, angles, radius, sigma",
+    [
+        ((200, 3, 32, 32), (-45, 45), 15, 5),
+        ((9, 1, 33, 40), (-135, -45), 12, 12),
+        ((5, 3, 32, 32), (0, 360), 2.6, 1.3),
+        ((3, 1, 32, 32), (0, 360), 40, 20),
+    ],
+)
 def test_motion_blur_equals_direct_taps(shape, angles, radius, sigma):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=g)
     angle = torch.rand(shape[0], generator=g) * (angles[1] - angles[0]) + angles[0]
-    assert torch.allclose(_ops.motion_blur(x, radius, sigma, angle), _motion_blur_direct(x, radius, sigma, angle),
-                          atol=1e-5)
+    assert torch.allclose(
+        _ops.motion_blur(x, radius, sigma, angle), _motion_blur_direct(x, radius, sigma, angle), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "symmetric"])

@@ -1,4 +1,5 @@
 """Random corruptions: the change they make has the reference's statistics at every severity."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +7,18 @@ import torch
 from robustlab.corruptions import CORRUPTIONS, corrupt
 from tests.corruptions.conftest import as_batch
 
-RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "elastic_transform",
-          "snow", "fog", "spatter", "frost"]
+RANDOM = [
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "glass_blur",
+    "elastic_transform",
+    "snow",
+    "fog",
+    "spatter",
+    "frost",
+]
 REPEATS = {"frost": 100, "spatter": 100, "fog": 24, "snow": 16}
 
 
@@ -45,8 +56,10 @@ def test_change_statistics_match_reference(photos64, name):
 # weight stays), spatter (water turns to mud at 4), saturate (desaturating 1-2, oversaturating 3-5);
 # CIFAR-10-C motion blur (severities 3 and 4 differ only in the negligible radius) and elastic (the affine
 # part shrinks with severity).
-NOT_MONOTONE = {"cifar": {"glass_blur", "frost", "spatter", "saturate", "motion_blur", "elastic_transform"},
-                "imagenet": {"glass_blur", "frost", "spatter", "saturate"}}
+NOT_MONOTONE = {
+    "cifar": {"glass_blur", "frost", "spatter", "saturate", "motion_blur", "elastic_transform"},
+    "imagenet": {"glass_blur", "frost", "spatter", "saturate"},
+}
 
 
 @pytest.mark.parametrize("params", ["cifar", "imagenet"])
@@ -54,6 +67,8 @@ def test_severity_is_monotone(photos64, params):
     """Higher severity, larger mean change (except ``NOT_MONOTONE``)."""
     x = as_batch(photos64).repeat(8, 1, 1, 1)
     for name in (c for c in CORRUPTIONS if c not in NOT_MONOTONE[params]):
-        means = [(corrupt(x, name, s, torch.Generator().manual_seed(0), params=params) - x).abs().mean().item()
-                 for s in range(1, 6)]
+        means = [
+            (corrupt(x, name, s, torch.Generator().manual_seed(0), params=params) - x).abs().mean().item()
+            for s in range(1, 6)
+        ]
         assert all(a < b for a, b in zip(means, means[1:])), (name, means)

@@ -1,4 +1,5 @@
 """Deterministic corruptions equal the reference (imagecorruptions-imaug) up to its uint8 rounding."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,16 @@ from robustlab.corruptions import _ops, corrupt
 from robustlab.corruptions.params import PARAMS
 from tests.corruptions.conftest import as_batch, photos
 
-DETERMINISTIC = ["brightness", "contrast", "saturate", "jpeg_compression", "pixelate", "defocus_blur",
-                 "gaussian_blur", "zoom_blur"]
+DETERMINISTIC = [
+    "brightness",
+    "contrast",
+    "saturate",
+    "jpeg_compression",
+    "pixelate",
+    "defocus_blur",
+    "gaussian_blur",
+    "zoom_blur",
+]
 TOLERANCE = 2 / 255
 
 
@@ -38,7 +47,7 @@ def test_motion_blur_matches_reference_for_the_same_angle(photos64):
             angle = np.random.uniform(-45, 45)
             np.random.seed(10 * s + i)
             ref = reference(im, s, "motion_blur").astype(np.float64) / 255
-            ours = _ops.motion_blur(x[i:i + 1], radius, sigma, torch.tensor([angle])).clamp(0, 1)
+            ours = _ops.motion_blur(x[i : i + 1], radius, sigma, torch.tensor([angle])).clamp(0, 1)
             assert np.abs(ours[0].permute(1, 2, 0).double().numpy() - ref).mean() <= TOLERANCE
 
 

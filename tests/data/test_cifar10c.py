@@ -1,4 +1,5 @@
 """CIFAR-10-C datamodule on tiny fake .npy files."""
+
 import numpy as np
 import pytest
 import torch

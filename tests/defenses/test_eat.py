@@ -1,6 +1,7 @@
 """EAT: the source of each batch's examples is drawn uniformly from the current and the static
 models; examples are R+FGSM on that source with its own predictions as labels; the defense trains
 with a static model from a checkpoint, reloads and evaluates."""
+
 from collections import Counter
 
 import pytest

@@ -1,5 +1,6 @@
 """EIT: bit depth, JPEG and TV minimisation against hand values and PIL; the transform is random and
 detached; the defense retrains on transformed images, reloads as the wrapper and evaluates."""
+
 import io
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_crop_rescale_is_a_rescaled_window():
     for o in out:
         window = o[0, ::2, ::2]  # nearest upscaling x2 repeats each pixel of the 3x3 window
         top, left = divmod(int(window[0, 0]), 6)
-        assert torch.equal(window, x[0, 0, top:top + 3, left:left + 3]) and top <= 3 and left <= 3
+        assert torch.equal(window, x[0, 0, top : top + 3, left : left + 3]) and top <= 3 and left <= 3
 
 
 def test_transform_is_random_detached_and_wraps_the_classifier():

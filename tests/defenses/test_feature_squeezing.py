@@ -1,4 +1,5 @@
 """Feature squeezing: Xu et al.'s squeezers, the max-L1 score and a threshold set for the FPR."""
+
 import math
 
 import numpy as np

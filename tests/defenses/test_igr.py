@@ -1,4 +1,5 @@
 """IGR: the penalty equals the squared input-gradient norm, worked out analytically for a linear model."""
+
 import pytest
 import torch
 import torch.nn.functional as F

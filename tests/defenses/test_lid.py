@@ -1,5 +1,6 @@
 """LID: the MLE estimate by hand, one feature per layer, and a detector fitted on validation that
 reloads from its checkpoint, flags PGD examples far above its clean false-positive rate."""
+
 import copy
 import math
 
@@ -51,8 +52,13 @@ def test_one_feature_per_layer_output():
 def test_fitted_on_validation_it_flags_pgd_far_above_its_clean_fpr(standard_model, mnist_test_batch):
     x, y = mnist_test_batch  # 20 per class: the first 10 of each class to fit on, the rest to test
     fit = torch.arange(200) % 20 < 10
-    module = LID(copy.deepcopy(standard_model), {"fgsm": FGSM(eps=0.3), "pgd": PGD(eps=0.3, step=0.05, steps=5)},
-                 k=20, n_reference=40, fpr=0.05)
+    module = LID(
+        copy.deepcopy(standard_model),
+        {"fgsm": FGSM(eps=0.3), "pgd": PGD(eps=0.3, step=0.05, steps=5)},
+        k=20,
+        n_reference=40,
+        fpr=0.05,
+    )
     order = torch.randperm(100, generator=torch.Generator().manual_seed(0))  # mix the classes in the reference set
     x_fit, y_fit = x[fit][order], y[fit][order]
     module.calibrate(x_fit, y_fit, torch.arange(100))
@@ -68,11 +74,31 @@ def test_fitted_on_validation_it_flags_pgd_far_above_its_clean_fpr(standard_mode
 
 
 def test_lid_trains_reloads_and_evaluates(tmp_path):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "data=digits", "data.train_size=300", "data.val_size=160", "trainer.max_epochs=1", "optimizer.lr=0.003",
-        "logger=none", "attack=[]", "test=false", "defense=lid", "defense.attacks.pgd.steps=2"]))
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path / "train",
+            [
+                "data=digits",
+                "data.train_size=300",
+                "data.val_size=160",
+                "trainer.max_epochs=1",
+                "optimizer.lr=0.003",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+                "defense=lid",
+                "defense.attacks.pgd.steps=2",
+            ],
+        )
+    )
     model = robustlab.load_model(summary["checkpoint"])
     assert isinstance(model, LIDDetector) and model.coef.abs().sum() > 0 and model.std.min() > 0
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "attack=[]", "progress=false", "data.test_size=100"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path / "eval",
+            [f"ckpt={summary['checkpoint']}", "logger=none", "attack=[]", "progress=false", "data.test_size=100"],
+        )
+    )
     assert report["detection"]["n_clean"] == 100 and report["detection"]["threshold"] == model.threshold.item()

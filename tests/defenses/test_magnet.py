@@ -1,5 +1,6 @@
 """MagNet: reconstruction-error and JSD scores by hand, the reformer in front of the classifier,
 per-detector thresholds, and a checkpoint that reloads as the detector and evaluates."""
+
 from functools import partial
 
 import numpy as np
@@ -81,8 +82,13 @@ def test_autoencoders_keep_the_image_shape():
 
 
 def test_autoencoders_train_with_their_own_learning_rate():
-    module = MagNet(MNISTCNN(), ["mnist_i", "mnist_ii"], [[0, "l2"], [1, "l1"]], ae_lr=0.01,
-                    optimizer=partial(torch.optim.Adam, lr=0.001))
+    module = MagNet(
+        MNISTCNN(),
+        ["mnist_i", "mnist_ii"],
+        [[0, "l2"], [1, "l1"]],
+        ae_lr=0.01,
+        optimizer=partial(torch.optim.Adam, lr=0.001),
+    )
     groups = module.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == [0.001, 0.01]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in module.inference.autoencoders.parameters()}
@@ -93,18 +99,36 @@ def test_autoencoders_train_with_their_own_learning_rate():
     loss = module.training_loss(x, y)
     torch.manual_seed(1)
     noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)  # MagNet's noise volume 0.1 (the default)
-    expected = F.cross_entropy(module.model(x), y) + sum(F.mse_loss(ae(noisy), x) for ae in module.inference.autoencoders)
+    expected = F.cross_entropy(module.model(x), y) + sum(
+        F.mse_loss(ae(noisy), x) for ae in module.inference.autoencoders
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def _train_and_evaluate(tmp_path, overrides):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "data=digits", "optimizer.lr=0.003", "logger=none", "attack=[]", "test=false", "defense=magnet", *overrides]))
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path / "train",
+            [
+                "data=digits",
+                "optimizer.lr=0.003",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+                "defense=magnet",
+                *overrides,
+            ],
+        )
+    )
     model = robustlab.load_model(summary["checkpoint"])
     assert isinstance(model, MagNetDetector) and model.fpr == [0.001, 0.001]
     assert not torch.isnan(model.threshold).any()
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "attack=[]", "progress=false"]))
+    report = evaluate(
+        make_cfg(
+            "eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none", "attack=[]", "progress=false"]
+        )
+    )
     return model, report
 
 

@@ -1,4 +1,5 @@
 """MART: the loss equals the boosted CE plus the misclassification-weighted KL, by hand."""
+
 import numpy as np
 import pytest
 import torch

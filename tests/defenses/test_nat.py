@@ -1,5 +1,6 @@
 """NAT: the loss is (CE + 0.3 CE_adv) / 1.3 by hand; examples are one LLC step at a per-example eps
 drawn from a clipped half-normal; the defense trains, reloads and evaluates."""
+
 import numpy as np
 import pytest
 import torch

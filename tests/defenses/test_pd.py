@@ -1,6 +1,7 @@
 """PixelDefend: the PixelCNN's masks make it autoregressive, its loss is the per-sub-pixel NLL,
 purification picks the most probable level within eps, and a trained checkpoint reloads as the
 purifying classifier that evaluation attacks with BPDA."""
+
 import math
 from functools import partial
 
@@ -15,9 +16,9 @@ from robustlab.defenses import PixelDefend
 from robustlab.defenses.pd import PixelDefendClassifier, Purifier
 from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN
+from robustlab.models.base import preprocessors, randomized
 from robustlab.models.pixelcnn import PixelCNN
 from robustlab.train import train
-from robustlab.models.base import preprocessors, randomized
 from tests.helpers import make_cfg
 
 
@@ -29,7 +30,7 @@ def test_logits_depend_only_on_earlier_sub_pixels(channels):
     x = torch.rand(1, channels, h, w, dtype=torch.float64, requires_grad=True)
     logits = model(x)
     assert logits.shape == (1, 256, channels, h, w)
-    order = (torch.arange(h * w).view(1, h, w) * channels + torch.arange(channels).view(channels, 1, 1))
+    order = torch.arange(h * w).view(1, h, w) * channels + torch.arange(channels).view(channels, 1, 1)
     proj = torch.randn(256, dtype=torch.float64)
     left, colour = [], []  # does the sub-pixel see its left neighbour / its pixel's previous colour?
     for i in range(h):
@@ -102,7 +103,7 @@ def test_purification_is_deterministic_in_range_and_follows_the_pixelcnn():
     with torch.no_grad():
         logits = model(out)
     grid = torch.arange(256).view(1, 256, 1, 1, 1)
-    window = ((grid - (q * 255).round().long().unsqueeze(1)).abs() <= 76)
+    window = (grid - (q * 255).round().long().unsqueeze(1)).abs() <= 76
     expected = logits.masked_fill(~window, float("-inf")).argmax(1)
     assert torch.equal((out * 255).round().long(), expected)
     assert not torch.equal(out, q), "the purifier moves something"
@@ -129,7 +130,9 @@ def test_bad_options_raise_and_the_pixelcnn_gets_its_own_learning_rate():
         PixelDefend(MNISTCNN(), pixelcnn_lr=0)
     with pytest.raises(RobustlabError, match="hidden >= in_channels"):
         PixelCNN(3, hidden=2)
-    module = PixelDefend(MNISTCNN(), hidden=4, blocks=1, pixelcnn_lr=0.01, optimizer=partial(torch.optim.Adam, lr=0.001))
+    module = PixelDefend(
+        MNISTCNN(), hidden=4, blocks=1, pixelcnn_lr=0.01, optimizer=partial(torch.optim.Adam, lr=0.001)
+    )
     groups = module.configure_optimizers().param_groups
     assert [g["lr"] for g in groups] == [0.001, 0.01]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in module.pixelcnn.parameters()}
@@ -141,9 +144,23 @@ def test_bad_options_raise_and_the_pixelcnn_gets_its_own_learning_rate():
 
 
 def test_pd_trains_reloads_as_the_purifier_and_evaluates_with_bpda(tmp_path):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "defense=pd", "defense.hidden=8", "defense.blocks=1", "data.train_size=200", "data.val_size=50",
-        "trainer.max_epochs=1", "logger=none", "attack=[]", "test=false"]))
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path / "train",
+            [
+                "defense=pd",
+                "defense.hidden=8",
+                "defense.blocks=1",
+                "data.train_size=200",
+                "data.val_size=50",
+                "trainer.max_epochs=1",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+            ],
+        )
+    )
     assert summary["metrics"]["train/bpd"] < 8 and "val/bpd" in summary["metrics"]
     model = robustlab.load_model(summary["checkpoint"])
     assert isinstance(model, PixelDefendClassifier) and isinstance(model.preprocess, Purifier)
@@ -151,7 +168,12 @@ def test_pd_trains_reloads_as_the_purifier_and_evaluates_with_bpda(tmp_path):
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), model.net(model.preprocess(x)))
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "data.test_size=4", "attack=[fgsm]", "progress=false"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path / "eval",
+            [f"ckpt={summary['checkpoint']}", "logger=none", "data.test_size=4", "attack=[fgsm]", "progress=false"],
+        )
+    )
     assert report["defense_name"] == "pd" and report["clean"]["n_samples"] == 4
     assert report["adaptive"]["fgsm"].startswith("BPDA(") and "EOT" not in report["adaptive"]["fgsm"]

@@ -1,4 +1,5 @@
 """PGD-AT: loss variants, the eps warm-up schedule and the mode used to generate examples."""
+
 from types import SimpleNamespace
 
 import pytest

@@ -1,5 +1,6 @@
 """RC: the prediction is the majority vote of a model whose votes we script; the radius search
 returns DEEPSEC's radius; the defense trains, searches, reloads as the vote and evaluates."""
+
 import math
 
 import pytest
@@ -26,9 +27,13 @@ class Scripted(nn.Module):
 
 
 def test_prediction_is_the_majority_vote():
-    labels = torch.tensor([[2, 2, 1, 2, 0, 1, 2],    # 2 wins 4-2-1
-                           [1, 0, 0, 1, 3, 1, 0],    # 0 and 1 tie 3-3: the lower class
-                           [3, 3, 3, 0, 0, 0, 0]])   # 0 wins 4-3, although 3 came first
+    labels = torch.tensor(
+        [
+            [2, 2, 1, 2, 0, 1, 2],  # 2 wins 4-2-1
+            [1, 0, 0, 1, 3, 1, 0],  # 0 and 1 tie 3-3: the lower class
+            [3, 3, 3, 0, 0, 0, 0],
+        ]
+    )  # 0 wins 4-3, although 3 came first
     vote = RegionVote(Scripted(labels), radius=0.1, n_samples=7, grad_samples=0)
     counts = torch.stack([torch.bincount(row, minlength=4) for row in labels]).float()
     with torch.no_grad():
@@ -83,4 +88,6 @@ def test_rc_trains_searches_reloads_as_the_vote_and_evaluates(tmp_path, mnist_te
     _, model = train_reload_evaluate(tmp_path, "rc", ["defense.n_samples=16"], *mnist_test_batch)
     assert isinstance(model, RegionVote) and model.n_samples == 16
     radius = model.radius.item()
-    assert 0 <= radius <= 0.3 + 1e-6 and math.isclose(radius * 100, round(radius * 100), abs_tol=1e-4), "on the 0.01 grid"
+    assert 0 <= radius <= 0.3 + 1e-6 and math.isclose(radius * 100, round(radius * 100), abs_tol=1e-4), (
+        "on the 0.01 grid"
+    )

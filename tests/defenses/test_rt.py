@@ -1,5 +1,6 @@
 """RT: the transform outputs exactly ``final`` px with the resized image placed inside; the defense
 trains, reloads as the randomized wrapper and evaluates."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ def test_output_is_final_px_with_the_resized_image_inside():
         assert right - left + 1 == side and 8 <= side < 12, "a square of side in [size, final)"
         assert top < 12 - side and left < 12 - side, "offsets in [0, final - side)"
         expected = F.interpolate(img[None], size=(side, side), mode="nearest")[0]
-        assert torch.equal(o[:, top:top + side, left:left + side], expected)
+        assert torch.equal(o[:, top : top + side, left : left + side], expected)
         assert int((o != PAD).sum()) == 3 * side * side, "everything else is padding"
         sides.add(side)
         offsets.add((top, left))

@@ -1,16 +1,25 @@
 """TE: the encoding inverts to the quantised input, LS-PGA yields valid codes within eps, BPDA has
 gradients, and a checkpoint reloads as the encoded classifier and evaluates."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import robustlab
-from robustlab.defenses.te import (LSPGA, ThermometerClassifier, bucket, decode, encode, quantise, soft_encode,
-                                   thermometer_from_probs)
+from robustlab.defenses.te import (
+    LSPGA,
+    ThermometerClassifier,
+    bucket,
+    decode,
+    encode,
+    quantise,
+    soft_encode,
+    thermometer_from_probs,
+)
 from robustlab.evaluate import evaluate
 from robustlab.models import MNISTCNN, ResNet20
-from robustlab.train import train
 from robustlab.models.base import preprocessors
+from robustlab.train import train
 from tests.helpers import make_cfg
 
 
@@ -62,7 +71,7 @@ def test_lspga_relaxed_codes_are_thermometers_and_examples_stay_in_the_ball():
     relaxed = attack.relaxed(torch.randn(*mask.shape), mask, 1.0).view(8, 1, 16, 28, 28)
     assert relaxed.min() >= 0 and relaxed.max() <= 1 + 1e-6
     assert (relaxed[:, :, 0] - 1).abs().max() < 1e-6 and (relaxed.diff(dim=2) <= 1e-6).all(), "monotone thermometer"
-    assert torch.equal(thermometer_from_probs(F.one_hot(torch.tensor([2]), 4).float()), torch.tensor([[1., 1, 1, 0]]))
+    assert torch.equal(thermometer_from_probs(F.one_hot(torch.tensor([2]), 4).float()), torch.tensor([[1.0, 1, 1, 0]]))
     x_adv = attack(model, x, y, seeds=torch.arange(8))
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert mask.gather(-1, bucket(x_adv, 16)[..., None]).all(), "every pixel lands in a reachable bucket"
@@ -72,11 +81,30 @@ def test_lspga_relaxed_codes_are_thermometers_and_examples_stay_in_the_ball():
 
 
 def test_te_trains_reloads_and_evaluates(tmp_path):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "data=digits", "data.train_size=600", "trainer.max_epochs=1", "optimizer.lr=0.003", "logger=none", "attack=[]",
-        "test=false", "defense=te", "defense.attack.steps=1"]))
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path / "train",
+            [
+                "data=digits",
+                "data.train_size=600",
+                "trainer.max_epochs=1",
+                "optimizer.lr=0.003",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+                "defense=te",
+                "defense.attack.steps=1",
+            ],
+        )
+    )
     model = robustlab.load_model(summary["checkpoint"])
-    assert isinstance(model, ThermometerClassifier) and model.levels == 16 and preprocessors(model) == [model.preprocess]
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "attack=[]", "progress=false"]))
+    assert (
+        isinstance(model, ThermometerClassifier) and model.levels == 16 and preprocessors(model) == [model.preprocess]
+    )
+    report = evaluate(
+        make_cfg(
+            "eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none", "attack=[]", "progress=false"]
+        )
+    )
     assert report["defense_name"] == "te" and report["clean"]["CA"] > 0.3

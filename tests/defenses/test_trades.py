@@ -1,4 +1,5 @@
 """TRADES: the loss equals CE + beta * KL on a hand-made batch; the inner attack ascends the KL."""
+
 import numpy as np
 import pytest
 import torch
@@ -30,7 +31,8 @@ def test_kl_attack_stays_in_ball_and_raises_kl():
     with torch.no_grad():
         p = F.softmax(model(x), 1)
         kl_adv = F.kl_div(F.log_softmax(model(x_adv), 1), p, reduction="batchmean")
-        kl_start = F.kl_div(F.log_softmax(model((x + 0.001 * torch.randn_like(x)).clamp(0, 1)), 1), p,
-                            reduction="batchmean")
+        kl_start = F.kl_div(
+            F.log_softmax(model((x + 0.001 * torch.randn_like(x)).clamp(0, 1)), 1), p, reduction="batchmean"
+        )
     assert kl_adv > 10 * kl_start
     assert all(q.grad is None for q in model.parameters()) and not model.training

@@ -1,4 +1,5 @@
 """Running the evaluation loop inside a real Trainer on tensors."""
+
 import lightning as L
 import torch
 from torch import nn
@@ -16,8 +17,14 @@ def loader(x, y, batch_size=16):
 def run_loop(model, x, y, attacks=None, evaluations=None, batch_size=16, inference_mode=False, wrap=True, **kwargs):
     """``EvaluationLoop(attacks, evaluations)`` over ``(x, y)`` in batches of ``batch_size``; returns the loop."""
     loop = EvaluationLoop(attacks, evaluations, stages=("test",), progress=False, **kwargs)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        inference_mode=inference_mode, callbacks=[loop])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=inference_mode,
+        callbacks=[loop],
+    )
     trainer.test(RobustClassifier(model) if wrap else model, loader(x, y, batch_size), verbose=False)
     return loop
 

@@ -1,5 +1,6 @@
 """The attack evaluation inside a real Trainer: exact counts, the inference-mode guard, attack-utility metrics
 per attack, AAW/AAB by attack kind, the batch record and saved adversarial examples."""
+
 import pytest
 import torch
 
@@ -34,9 +35,10 @@ def test_results_match_a_direct_computation(standard_model, mnist_test_batch):
 
 
 def test_batch_size_does_not_change_results(standard_model, mnist_test_batch):
-    x, y = mnist_test_batch[0][:49], mnist_test_batch[1][:49]   # 7 batches of 7, or one of 49: no 1-image batch
-    results = [_test(standard_model, x, y, batch_size=b, attacks={"pgd": PGD(eps=0.1, step=0.02, steps=5)})
-               for b in (7, 49)]
+    x, y = mnist_test_batch[0][:49], mnist_test_batch[1][:49]  # 7 batches of 7, or one of 49: no 1-image batch
+    results = [
+        _test(standard_model, x, y, batch_size=b, attacks={"pgd": PGD(eps=0.1, step=0.02, steps=5)}) for b in (7, 49)
+    ]
     results = [{k: v for k, v in r["attacks"]["pgd"].items() if k != "seconds"} for r in results]
     assert results[0] == results[1]
 
@@ -94,7 +96,7 @@ def test_metrics_per_attack_match_a_direct_computation(standard_model, mnist_tes
     metrics = {"acac": ACAC(), "aldp": ALDp(), "aldp_raw": ALDp(normalized=False), "rgb": RGB(radius=0.5)}
     probe = _Probe()
     loop = run_loop(standard_model, x, y, attacks, {"attacks": AttackEvaluation(metrics), "probe": probe}, 25)
-    results = loop.results["test"]["attacks"]   # batches of 25, 25, 10
+    results = loop.results["test"]["attacks"]  # batches of 25, 25, 10
     with torch.no_grad():
         clean_logits = standard_model(x)
     for name, attack in attacks.items():
@@ -106,12 +108,17 @@ def test_metrics_per_attack_match_a_direct_computation(standard_model, mnist_tes
         r = results[name]
         key, other = ("AAW", "AAB") if name == "fgsm" else ("AAB", "AAW")
         assert r[key] == r["robust_accuracy"] and other not in r
-        expected = {"ACAC": ACAC(), "ALDp_aldp": ALDp(), "ALDp_aldp_raw": ALDp(normalized=False), "RGB": RGB(radius=0.5)}
+        expected = {
+            "ACAC": ACAC(),
+            "ALDp_aldp": ALDp(),
+            "ALDp_aldp_raw": ALDp(normalized=False),
+            "RGB": RGB(radius=0.5),
+        }
         for k, metric in expected.items():
             metric.update(standard_model, x, x_adv, y, clean_logits, adv_logits)
             value = metric.compute()
             value = {s: v.item() for s, v in value.items()} if isinstance(value, dict) else value.item()
-            assert r[k] == pytest.approx(value, rel=1e-6), (name, k)   # float32 logits of other batch sizes
+            assert r[k] == pytest.approx(value, rel=1e-6), (name, k)  # float32 logits of other batch sizes
         seen = [b.attacks[name] for b in probe.seen]
         torch.testing.assert_close(torch.cat([s.x_adv for s in seen]), x_adv)
         torch.testing.assert_close(torch.cat([s.logits for s in seen]), adv_logits)
@@ -130,14 +137,15 @@ def test_an_attack_of_unknown_kind_is_refused(standard_model, mnist_test_batch):
 
 
 def test_saved_examples_hold_every_sample_once(standard_model, mnist_test_batch, tmp_path):
-    x, y = mnist_test_batch[0][::4], mnist_test_batch[1][::4]   # 50 samples, 2 per class
+    x, y = mnist_test_batch[0][::4], mnist_test_batch[1][::4]  # 50 samples, 2 per class
     attacks = {"fgsm": FGSM(eps=0.15), "illc": ILLC(eps=0.3, step=0.05, steps=10)}
     evaluations = {"attacks": AttackEvaluation({"aldp": ALDp()}), "save": SavedExamples(tmp_path / "adv")}
     results = run_loop(standard_model, x, y, attacks, evaluations, 16).results["test"]["attacks"]
     for name in attacks:
         saved = torch.load(tmp_path / "adv" / f"{name}.pt", weights_only=True)
         assert set(saved) == {"x", "x_adv", "y", "success", "clean_pred", "adv_pred", "idx"} | (
-            {"target"} if name == "illc" else set())
+            {"target"} if name == "illc" else set()
+        )
         assert torch.equal(saved["idx"], torch.arange(50)) and torch.equal(saved["x"], x) and torch.equal(saved["y"], y)
         fooled = saved["adv_pred"] == saved["target"] if name == "illc" else saved["adv_pred"] != saved["y"]
         clean_correct = saved["clean_pred"] == saved["y"]

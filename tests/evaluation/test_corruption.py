@@ -1,4 +1,5 @@
 """The corruption evaluation inside a real Trainer: batch-size independence and direct recomputation."""
+
 import lightning as L
 import pytest
 import torch
@@ -31,10 +32,15 @@ def _data(n=50):
 
 def _run(batch_size, baseline=None):
     x, y = _data()
-    corruption = Corruption(corruptions=("gaussian_noise", "fog", "contrast", "spatter"), severities=(1, 5),
-                            perturbations=("gaussian_noise", "rotate"), sequence_length=4)
-    loop = run_loop(_Tiny(), x, y, evaluations={"corruption": corruption}, batch_size=batch_size, wrap=False,
-                    baseline=baseline)
+    corruption = Corruption(
+        corruptions=("gaussian_noise", "fog", "contrast", "spatter"),
+        severities=(1, 5),
+        perturbations=("gaussian_noise", "rotate"),
+        sequence_length=4,
+    )
+    loop = run_loop(
+        _Tiny(), x, y, evaluations={"corruption": corruption}, batch_size=batch_size, wrap=False, baseline=baseline
+    )
     return loop.results["test"]["corruption"]
 
 

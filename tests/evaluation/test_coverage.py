@@ -1,5 +1,6 @@
 """The coverage evaluation in a real Trainer (clean and adversarial sets, batch-size and order independence), the
 profile stored by training, and report["coverage"] from evaluate."""
+
 import shutil
 
 import torch
@@ -26,8 +27,11 @@ def _profile() -> NeuronProfile:
 
 def _run(batch_size, coverage_first=False):
     x, y = _data()
-    evaluations = {"attacks": AttackEvaluation(), "coverage": Coverage(k=5, top_k=1, profile=_profile()),
-                   "structure": Structure(ebd=False, ebd2=False, eni=False)}
+    evaluations = {
+        "attacks": AttackEvaluation(),
+        "coverage": Coverage(k=5, top_k=1, profile=_profile()),
+        "structure": Structure(ebd=False, ebd2=False, eni=False),
+    }
     if coverage_first:
         evaluations = dict(reversed(evaluations.items()))
     loop = run_loop(_Tiny(), x, y, {"fgsm": FGSM(eps=0.2)}, evaluations, batch_size, wrap=False)
@@ -37,8 +41,12 @@ def _run(batch_size, coverage_first=False):
 def _direct(x: torch.Tensor) -> dict[str, float]:
     net, profile = _Tiny().model.eval(), _profile()
     outputs = layer_outputs(net, x, select_layers(net))
-    metrics = {"KMNCov": KMNCov(profile, 5), "NBCov": NBCov(profile), "SNACov": SNACov(profile),
-               "TKNCov": TKNCov(profile, 1)}
+    metrics = {
+        "KMNCov": KMNCov(profile, 5),
+        "NBCov": NBCov(profile),
+        "SNACov": SNACov(profile),
+        "TKNCov": TKNCov(profile, 1),
+    }
     for m in metrics.values():
         m.update(outputs)
     return {k: m.compute().item() for k, m in metrics.items()}
@@ -91,5 +99,5 @@ def test_evaluate_reports_coverage_and_caches_a_missing_profile(pgd_at_run, tmp_
     assert report["attacks"]["fgsm"]["SNACov"] > report["clean"]["SNACov"]
     stamp = profile_path(ckpt).stat().st_mtime_ns
     again = evaluate(make_cfg("eval", tmp_path / "b", [*args[:-1], "data.test_size=10"]))["coverage"]
-    assert profile_path(ckpt).stat().st_mtime_ns == stamp   # the cached profile is reused
+    assert profile_path(ckpt).stat().st_mtime_ns == stamp  # the cached profile is reused
     assert again["profile"] == report["profile"] and again["n_samples"] == 10

@@ -1,4 +1,5 @@
 """The defense-utility evaluation inside a real Trainer: equals the metrics computed directly; baseline required."""
+
 import copy
 
 import pytest
@@ -14,10 +15,11 @@ def test_results_match_a_direct_computation(standard_model, mnist_test_batch):
     x, y = mnist_test_batch
     baseline = copy.deepcopy(standard_model)
     with torch.no_grad():
-        for p in baseline.parameters():   # a visibly different model: some examples flip both ways
+        for p in baseline.parameters():  # a visibly different model: some examples flip both ways
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    results = run_loop(standard_model, x, y, evaluations={"defense": DefenseUtility()}, batch_size=64,
-                       baseline=baseline).results["test"]["defense"]
+    results = run_loop(
+        standard_model, x, y, evaluations={"defense": DefenseUtility()}, batch_size=64, baseline=baseline
+    ).results["test"]["defense"]
     with torch.no_grad():
         logits, base_logits = standard_model(x), baseline(x)
     expected = {}

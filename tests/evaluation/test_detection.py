@@ -1,5 +1,6 @@
 """The detection evaluation: exact, batch-size independent FPR and detection-rate counts on the batch record's
 adversarial examples, and report["detection"] from an in-process evaluate."""
+
 import json
 
 import pytest
@@ -42,8 +43,14 @@ class Shift(Attack):
 
 
 def _run(x, y, batch_size):
-    loop = run_loop(BrightnessDetector(), x, y, {"brighten": Shift(0.3), "darken": Shift(-0.3)},
-                    {"detection": Detection()}, batch_size)
+    loop = run_loop(
+        BrightnessDetector(),
+        x,
+        y,
+        {"brighten": Shift(0.3), "darken": Shift(-0.3)},
+        {"detection": Detection()},
+        batch_size,
+    )
     return loop.results["test"]["detection"]
 
 
@@ -58,19 +65,38 @@ def test_counts_match_a_direct_computation():
     for name, shift in [("brighten", 0.3), ("darken", -0.3)]:
         x_adv = (x + shift).clamp(0, 1)
         keep = correct & (det(x_adv).argmax(1) != y)
-        expected["attacks"][name] = {"detection_rate": det.detect(x_adv[keep]).sum().item() / keep.sum().item(),
-                                     "n": int(keep.sum())}
+        expected["attacks"][name] = {
+            "detection_rate": det.detect(x_adv[keep]).sum().item() / keep.sum().item(),
+            "n": int(keep.sum()),
+        }
     assert 0 < expected["attacks"]["brighten"]["detection_rate"] < 1 and expected["attacks"]["darken"]["n"] > 0
     for batch_size in (7, 60):
         assert _run(x, y, batch_size) == expected
 
 
 def test_report_holds_detection_from_in_process_evaluate(tmp_path):
-    summary = train(make_cfg("train", tmp_path / "train", [
-        "data=digits", "trainer.max_epochs=1", "optimizer.lr=0.003", "logger=none", "attack=[]", "test=false",
-        "defense=feature_squeezing"]))
-    report = evaluate(make_cfg("eval", tmp_path / "eval", [f"ckpt={summary['checkpoint']}", "logger=none",
-                                                           "attack=[fgsm]", "progress=false", "data.test_size=120"]))
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path / "train",
+            [
+                "data=digits",
+                "trainer.max_epochs=1",
+                "optimizer.lr=0.003",
+                "logger=none",
+                "attack=[]",
+                "test=false",
+                "defense=feature_squeezing",
+            ],
+        )
+    )
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path / "eval",
+            [f"ckpt={summary['checkpoint']}", "logger=none", "attack=[fgsm]", "progress=false", "data.test_size=120"],
+        )
+    )
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["detection"] == report["detection"]
     model = robustlab.load_model(summary["checkpoint"])
     from robustlab.data import Digits
@@ -83,6 +109,8 @@ def test_report_holds_detection_from_in_process_evaluate(tmp_path):
     det = report["detection"]
     assert det["threshold"] == pytest.approx(model.threshold.item()) and det["n_clean"] == 120
     assert det["fpr"] == model.detect(x).sum().item() / 120
-    assert det["attacks"]["fgsm"] == {"detection_rate": model.detect(x_adv[keep]).sum().item() / keep.sum().item(),
-                                      "n": int(keep.sum())}
+    assert det["attacks"]["fgsm"] == {
+        "detection_rate": model.detect(x_adv[keep]).sum().item() / keep.sum().item(),
+        "n": int(keep.sum()),
+    }
     assert det["attacks"]["fgsm"]["detection_rate"] > det["fpr"], "squeezing must flag FGSM more than clean images"

@@ -1,5 +1,6 @@
 """The evaluation engine: forward passes per batch under suite=full, a new evaluation added without touching
 existing code, unique report sections, progress inside a batch, and logger shutdown after a crash."""
+
 import hashlib
 import io
 import json
@@ -71,9 +72,21 @@ def counted_full_suite(tmp_path_factory):
     mp.setattr(Attack, "run", counted_run)
     out = tmp_path_factory.mktemp("counted")
     try:
-        evaluate(make_cfg("eval", out, [f"ckpt={checkpoint('pgd_at')}", "logger=none", "progress=false",
-                                        "data.test_size=40", "suite=full", f"baseline={checkpoint('standard')}",
-                                        "save_adv=true"]))
+        evaluate(
+            make_cfg(
+                "eval",
+                out,
+                [
+                    f"ckpt={checkpoint('pgd_at')}",
+                    "logger=none",
+                    "progress=false",
+                    "data.test_size=40",
+                    "suite=full",
+                    f"baseline={checkpoint('standard')}",
+                    "save_adv=true",
+                ],
+            )
+        )
     finally:
         mp.undo()
     return counter, baseline, out
@@ -116,9 +129,20 @@ class MeanL2(Evaluation):
 
 
 def test_a_new_evaluation_needs_no_change_to_existing_code(tmp_path):
-    report = evaluate(make_cfg("eval", tmp_path, [
-        f"ckpt={checkpoint('standard')}", "logger=none", "progress=false", "data.test_size=30", "save_adv=true",
-        "+evaluations.mean_l2._target_=tests.evaluation.test_engine.MeanL2"]))
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [
+                f"ckpt={checkpoint('standard')}",
+                "logger=none",
+                "progress=false",
+                "data.test_size=30",
+                "save_adv=true",
+                "+evaluations.mean_l2._target_=tests.evaluation.test_engine.MeanL2",
+            ],
+        )
+    )
     assert json.loads((tmp_path / "report.json").read_text())["mean_l2"] == report["mean_l2"]
     for name in ("fgsm", "pgd_linf"):
         saved = torch.load(tmp_path / "adv" / f"{name}.pt", weights_only=True)
@@ -131,10 +155,21 @@ def test_a_new_evaluation_needs_no_change_to_existing_code(tmp_path):
 @pytest.mark.parametrize("name", ["attacks", "clean", "worst_case", "seed", "timings"])
 def test_a_report_section_claimed_twice_is_a_start_up_error(tmp_path, name):
     with pytest.raises(Exception) as info:
-        evaluate(make_cfg("eval", tmp_path, [f"ckpt={checkpoint('standard')}", "logger=none",
-                                             f"+evaluations.{name}._target_=tests.evaluation.test_engine.MeanL2"]))
+        evaluate(
+            make_cfg(
+                "eval",
+                tmp_path,
+                [
+                    f"ckpt={checkpoint('standard')}",
+                    "logger=none",
+                    f"+evaluations.{name}._target_=tests.evaluation.test_engine.MeanL2",
+                ],
+            )
+        )
     message = str(robustlab_cause(info.value))
-    assert f"report section {name!r}" in message and "fix: rename" in message and not (tmp_path / "report.json").exists()
+    assert (
+        f"report section {name!r}" in message and "fix: rename" in message and not (tmp_path / "report.json").exists()
+    )
 
 
 class _Stream(io.StringIO):

@@ -1,5 +1,6 @@
 """The structure evaluation in a real Trainer (equal to direct metric runs, batch-size independent) and
 report["structure"] from evaluate."""
+
 import pytest
 import torch
 
@@ -48,23 +49,45 @@ def test_results_equal_direct_metric_runs_and_ignore_batch_size():
     assert results["EBD2"]["per_class"] == pytest.approx(ebd2.compute()["per_class"].tolist())
     assert results["ENI"] == pytest.approx(eni.compute().item())
     assert results["NeuronUncertainty"] == pytest.approx({k: v.item() for k, v in uncertainty.compute().items()})
-    assert results["NeuronSensitivity"]["fgsm"] == pytest.approx({k: v.item() for k, v in sensitivity.compute().items()})
-    assert results["n_samples"] == 24 and set(results["seconds"]) == {"NeuronUncertainty", "NeuronSensitivity", "EBD",
-                                                                       "EBD2", "ENI"}
+    assert results["NeuronSensitivity"]["fgsm"] == pytest.approx(
+        {k: v.item() for k, v in sensitivity.compute().items()}
+    )
+    assert results["n_samples"] == 24 and set(results["seconds"]) == {
+        "NeuronUncertainty",
+        "NeuronSensitivity",
+        "EBD",
+        "EBD2",
+        "ENI",
+    }
     again = _run(24)
     assert again.keys() == results.keys() and all(v > 0 for v in results["seconds"].values())
     assert again["EBD"] == pytest.approx(results["EBD"]) and again["ENI"] == pytest.approx(results["ENI"])
-    assert again["EBD2"] == results["EBD2"]   # iteration counts: exact
+    assert again["EBD2"] == results["EBD2"]  # iteration counts: exact
 
 
-@pytest.mark.filterwarnings("ignore:EBD2 class 0")   # the first 10 test digits are all zeros
+@pytest.mark.filterwarnings("ignore:EBD2 class 0")  # the first 10 test digits are all zeros
 def test_evaluate_reports_structure(pgd_at_run, tmp_path):
     summary, _ = pgd_at_run
     s = "evaluations.structure"
-    report = evaluate(make_cfg("eval", tmp_path, [
-        f"ckpt={summary['checkpoint']}", "logger=none", "progress=false", "suite=structure", "attack=[fgsm]",
-        "data.test_size=10", f"{s}.ebd.directions=2", f"{s}.ebd.step=2.0", f"{s}.ebd2.attack.steps=3",
-        f"{s}.eni.samples=2", f"{s}.layers.types=[Linear]"]))["structure"]
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [
+                f"ckpt={summary['checkpoint']}",
+                "logger=none",
+                "progress=false",
+                "suite=structure",
+                "attack=[fgsm]",
+                "data.test_size=10",
+                f"{s}.ebd.directions=2",
+                f"{s}.ebd.step=2.0",
+                f"{s}.ebd2.attack.steps=3",
+                f"{s}.eni.samples=2",
+                f"{s}.layers.types=[Linear]",
+            ],
+        )
+    )["structure"]
     layers = ["net.11", "net.14", "net.16"]
     assert list(report["NeuronUncertainty"]) == layers and list(report["NeuronSensitivity"]["fgsm"]) == layers
     assert all(v > 0 for v in report["NeuronSensitivity"]["fgsm"].values())

@@ -1,4 +1,5 @@
 """Proof that a metric's result is the same on one process or two (gloo, CPU)."""
+
 import math
 import os
 import socket
@@ -38,8 +39,9 @@ def distributed_result(make_metric, batches: list[dict], world_size: int = 2):
     """``make_metric().compute()`` after rank ``r`` of a gloo group updated ``batches[r::world_size]``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "result.pt")
-        mp.start_processes(_worker, args=(world_size, _free_port(), make_metric, batches, out),
-                           nprocs=world_size, start_method="spawn")
+        mp.start_processes(
+            _worker, args=(world_size, _free_port(), make_metric, batches, out), nprocs=world_size, start_method="spawn"
+        )
         return torch.load(out, weights_only=False)
 
 
@@ -49,8 +51,14 @@ def _assert_close(a, b, path="result"):
         for k in a:
             _assert_close(a[k], b[k], f"{path}[{k!r}]")
     elif isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        torch.testing.assert_close(torch.as_tensor(a).double(), torch.as_tensor(b).double(), equal_nan=True,
-                                   rtol=1e-6, atol=1e-9, msg=lambda m: f"{path}: {m}")
+        torch.testing.assert_close(
+            torch.as_tensor(a).double(),
+            torch.as_tensor(b).double(),
+            equal_nan=True,
+            rtol=1e-6,
+            atol=1e-9,
+            msg=lambda m: f"{path}: {m}",
+        )
     elif isinstance(a, float) and math.isnan(a):
         assert isinstance(b, float) and math.isnan(b), f"{path}: {a} != {b}"
     else:

@@ -1,4 +1,5 @@
 """CA and MR against hand-computed values; empty denominators give NaN and a warning."""
+
 import math
 
 import pytest
@@ -19,7 +20,7 @@ def test_ca_streams_like_one_batch():
 
 def test_mr_counts_only_clean_correct_examples():
     y = torch.tensor([0, 1, 2, 3])
-    clean = torch.tensor([0, 1, 2, 9])   # the last one is already wrong: not in the denominator
+    clean = torch.tensor([0, 1, 2, 9])  # the last one is already wrong: not in the denominator
     adv = torch.tensor([5, 1, 7, 9])
     metric = MR()
     metric.update(clean, adv, y)

@@ -1,4 +1,5 @@
 """Every attack- and defense-utility metric: the same on one process or two, and streamed or in one batch."""
+
 import math
 
 import torch
@@ -6,20 +7,36 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.utilities.data import dim_zero_sum
 
-from robustlab.metrics import (AAB, AAW, ACAC, ACTC, ALDp, ASS, AttackMetric, CAV, CCV, COS, CRR, CSR, NTE, PSD, RGB,
-                               RIC)
+from robustlab.metrics import AAB, AAW, ACAC, ACTC, ASS, CAV, CCV, COS, CRR, CSR, NTE, PSD, RGB, RIC, ALDp, AttackMetric
 from robustlab.success import attack_success
 from tests.metrics.distributed import assert_same_on_two_processes
 
-SIZES = (5, 3, 7, 2, 6)   # an odd number of unequal batches: rank 0 gets 18 samples, rank 1 gets 5
+SIZES = (5, 3, 7, 2, 6)  # an odd number of unequal batches: rank 0 gets 18 samples, rank 1 gets 5
 
 
 def all_metrics() -> MetricCollection:
-    return MetricCollection({
-        "ACAC": ACAC(), "ACTC": ACTC(), "NTE": NTE(), "ALDp": ALDp(), "ALDp_raw": ALDp(normalized=False), "ASS": ASS(),
-        "PSD": PSD(), "PSD_one_minus": PSD(sensitivity="one_minus"), "RGB": RGB(radius=0.5), "RIC": RIC(quality=55),
-        "AAW": AAW(), "AAB": AAB(), "CAV": CAV(), "CRR": CRR(), "CSR": CSR(), "CCV": CCV(), "COS": COS()},
-        compute_groups=False)
+    return MetricCollection(
+        {
+            "ACAC": ACAC(),
+            "ACTC": ACTC(),
+            "NTE": NTE(),
+            "ALDp": ALDp(),
+            "ALDp_raw": ALDp(normalized=False),
+            "ASS": ASS(),
+            "PSD": PSD(),
+            "PSD_one_minus": PSD(sensitivity="one_minus"),
+            "RGB": RGB(radius=0.5),
+            "RIC": RIC(quality=55),
+            "AAW": AAW(),
+            "AAB": AAB(),
+            "CAV": CAV(),
+            "CRR": CRR(),
+            "CSR": CSR(),
+            "CCV": CCV(),
+            "COS": COS(),
+        },
+        compute_groups=False,
+    )
 
 
 def _linear(seed: int, near: nn.Module | None = None) -> nn.Module:
@@ -45,8 +62,18 @@ def _batches() -> list[dict]:
         with torch.no_grad():
             clean, adv, logits = model(x), model(x_adv), defended(x)
         y = torch.where(torch.rand(n, generator=g) < 0.7, clean.argmax(1), torch.randint(0, 4, (n,), generator=g))
-        batches.append(dict(model=model, x=x, x_adv=x_adv, y=y, clean_logits=clean, adv_logits=adv,
-                            logits=logits, baseline_logits=clean))
+        batches.append(
+            dict(
+                model=model,
+                x=x,
+                x_adv=x_adv,
+                y=y,
+                clean_logits=clean,
+                adv_logits=adv,
+                logits=logits,
+                baseline_logits=clean,
+            )
+        )
     return batches
 
 
@@ -59,7 +86,9 @@ def test_every_metric_is_the_same_on_two_processes():
     batches = _batches()
     single = _flat(assert_same_on_two_processes(all_metrics, batches))
     assert len(single) == 21 and not any(math.isnan(v) for v in single.values()), single
-    n_success = sum(attack_success(b["clean_logits"].argmax(1), b["adv_logits"].argmax(1), b["y"]).sum().item() for b in batches)
+    n_success = sum(
+        attack_success(b["clean_logits"].argmax(1), b["adv_logits"].argmax(1), b["y"]).sum().item() for b in batches
+    )
     assert 0 < n_success < sum(SIZES) and 0 < single["RGB"] < 1 and 0 < single["CRR"] < single["CSR"]
 
 
@@ -69,8 +98,9 @@ def test_streaming_equals_one_batch():
     for b in batches:
         streamed.update(**b)
     whole = all_metrics()
-    whole.update(model=batches[0]["model"], **{k: torch.cat([b[k] for b in batches])
-                                                for k in batches[0] if k != "model"})
+    whole.update(
+        model=batches[0]["model"], **{k: torch.cat([b[k] for b in batches]) for k in batches[0] if k != "model"}
+    )
     one, many = _flat(whole.compute()), _flat(streamed.compute())
     assert one.keys() == many.keys()
     for k in one:

@@ -1,4 +1,5 @@
 """ACAC, ACTC and NTE against hand-computed values, over successful adversarial examples only."""
+
 import math
 
 import pytest
@@ -7,11 +8,15 @@ import torch
 from robustlab.metrics import ACAC, ACTC, NTE
 
 Y = torch.tensor([0, 0, 1, 2])
-CLEAN = torch.eye(3)[[0, 0, 1, 0]] * 5   # logits; the last example is clean-wrong
-ADV = torch.tensor([[0.2, 0.7, 0.1],    # fooled: adversarial class 1
-                    [0.6, 0.3, 0.1],    # not fooled
-                    [0.1, 0.3, 0.6],    # fooled: adversarial class 2
-                    [0.1, 0.1, 0.8]]).log()   # fooled, but clean-wrong: not counted
+CLEAN = torch.eye(3)[[0, 0, 1, 0]] * 5  # logits; the last example is clean-wrong
+ADV = torch.tensor(
+    [
+        [0.2, 0.7, 0.1],  # fooled: adversarial class 1
+        [0.6, 0.3, 0.1],  # not fooled
+        [0.1, 0.3, 0.6],  # fooled: adversarial class 2
+        [0.1, 0.1, 0.8],
+    ]
+).log()  # fooled, but clean-wrong: not counted
 
 
 X = torch.zeros(4, 1, 1, 1)
@@ -29,7 +34,7 @@ def test_untargeted_by_hand():
 
 
 def test_targeted_counts_only_hits_on_the_target():
-    target = torch.tensor([2, 1, 2, 2])   # only example 2 reaches its target
+    target = torch.tensor([2, 1, 2, 2])  # only example 2 reaches its target
     assert _run(ACAC(), target=target) == pytest.approx(0.6)
     assert _run(ACTC(), target=target) == pytest.approx(0.3)
     assert _run(NTE(), target=target) == pytest.approx(0.3)

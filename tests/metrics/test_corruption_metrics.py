@@ -1,4 +1,5 @@
 """mCE, RmCE and mFR against hand-computed values; streaming equals one batch."""
+
 import pytest
 import torch
 
@@ -6,7 +7,7 @@ from robustlab.corruptions import BENCHMARK
 from robustlab.metrics import MCE, MFR, RmCE
 from robustlab.metrics.functional import mean_corruption_error, mean_flip_rate, relative_mean_corruption_error
 
-E = torch.tensor([[0.2, 0.4], [0.1, 0.3]])        # 2 corruptions x 2 severities
+E = torch.tensor([[0.2, 0.4], [0.1, 0.3]])  # 2 corruptions x 2 severities
 BASE = torch.tensor([[0.4, 0.6], [0.2, 0.2]])
 
 

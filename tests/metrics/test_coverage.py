@@ -1,5 +1,6 @@
 """Neuron coverage: hand-computed KMN/NB/SNA/TKN on a 2-layer toy network, the profiler, hooks,
 memory and one-vs-two-process equality."""
+
 import inspect
 from functools import partial
 
@@ -58,8 +59,13 @@ def test_toy_coverage_by_hand():
     """
     net, profile = toy(), _toy_profile()
     outputs = layer_outputs(net, TEST, select_layers(net))
-    metrics = {"kmn": KMNCov(profile, k=4), "nb": NBCov(profile), "sna": SNACov(profile), "tkn1": TKNCov(profile, k=1),
-               "tkn2": TKNCov(profile.layers, k=2)}
+    metrics = {
+        "kmn": KMNCov(profile, k=4),
+        "nb": NBCov(profile),
+        "sna": SNACov(profile),
+        "tkn1": TKNCov(profile, k=1),
+        "tkn2": TKNCov(profile.layers, k=2),
+    }
     for m in metrics.values():
         m.update(outputs)
     got = {name: m.compute().item() for name, m in metrics.items()}
@@ -74,15 +80,16 @@ def test_streaming_equals_one_batch():
     one, many = KMNCov(profile, k=4), KMNCov(profile, k=4)
     one.update(layer_outputs(net, TEST, layers))
     for i in range(len(TEST)):
-        many.update(layer_outputs(net, TEST[i:i + 1], layers, reduce=neuron_values))
+        many.update(layer_outputs(net, TEST[i : i + 1], layers, reduce=neuron_values))
     assert torch.equal(one.covered, many.covered)
 
 
 def _conv_net() -> nn.Module:
     torch.manual_seed(0)
     inner = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
-    return nn.Sequential(nn.Sequential(inner, nn.Conv2d(8, 4, 3)), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 5)).eval()
+    return nn.Sequential(
+        nn.Sequential(inner, nn.Conv2d(8, 4, 3)), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
 
 
 def test_layers_by_type_and_name_include_nested_modules():
@@ -117,7 +124,9 @@ def test_profiler_is_min_max_over_the_dataset_for_any_batch_size():
     low = torch.cat([v.amin(0) for v in full.values()])
     high = torch.cat([v.amax(0) for v in full.values()])
     for batch_size in (1, 5, 37):
-        batches = [(data[i:i + batch_size], torch.zeros(len(data[i:i + batch_size]))) for i in range(0, 37, batch_size)]
+        batches = [
+            (data[i : i + batch_size], torch.zeros(len(data[i : i + batch_size]))) for i in range(0, 37, batch_size)
+        ]
         profile = profile_neurons(net, batches, layers)
         assert profile.n_samples == 37 and profile.layers == {"0.0.0": 8, "0.1": 4, "3": 5}
         torch.testing.assert_close(profile.low, low, rtol=1e-5, atol=1e-6)
@@ -132,7 +141,7 @@ def test_hooks_removed_after_use_and_after_errors():
     layer_outputs(net, torch.rand(2, 3, 12, 12), layers)
     assert _hooks(net) == 0
     with pytest.raises(RuntimeError):
-        layer_outputs(net, torch.rand(2, 5, 12, 12), layers)   # wrong channel count fails inside forward
+        layer_outputs(net, torch.rand(2, 5, 12, 12), layers)  # wrong channel count fails inside forward
     assert _hooks(net) == 0
     shared = nn.ReLU()
     twice = nn.Sequential(nn.Linear(3, 3), shared, nn.Linear(3, 3), shared)
@@ -202,8 +211,13 @@ class MetricGroup:
 
 def _coverage_group() -> MetricGroup:
     profile = _toy_profile()
-    return MetricGroup(KMNCov=KMNCov(profile, k=4), NBCov=NBCov(profile), SNACov=SNACov(profile),
-                       TKNCov=TKNCov(profile, k=1), NeuronRange=NeuronRange(profile.layers))
+    return MetricGroup(
+        KMNCov=KMNCov(profile, k=4),
+        NBCov=NBCov(profile),
+        SNACov=SNACov(profile),
+        TKNCov=TKNCov(profile, k=1),
+        NeuronRange=NeuronRange(profile.layers),
+    )
 
 
 @pytest.mark.parametrize("group", ["coverage"])

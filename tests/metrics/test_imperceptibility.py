@@ -1,4 +1,5 @@
 """ALD_p by hand (both variants), ASS against scikit-image, PSD by hand and against a per-pixel loop."""
+
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from robustlab import RobustlabError
-from robustlab.metrics import ALDp, ASS, PSD
+from robustlab.metrics import ASS, PSD, ALDp
 from robustlab.metrics.functional import perturbation_sensitivity_distance, ssim
 
 
@@ -22,9 +23,13 @@ def _feed(metric, x, x_adv, fooled=None):
     return metric
 
 
-X = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2], [0.9, 0.1, 0.3, 0.0]], dtype=torch.float64).view(3, 1, 2, 2)
-X_ADV = torch.tensor([[0.5, 0.7, 0.0, 0.1], [0.2, 0.201, 0.2, 0.2], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64).view(3, 1, 2, 2)
-FOOLED = torch.tensor([True, True, False])   # the third example failed: not averaged
+X = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.2, 0.2, 0.2, 0.2], [0.9, 0.1, 0.3, 0.0]], dtype=torch.float64).view(
+    3, 1, 2, 2
+)
+X_ADV = torch.tensor([[0.5, 0.7, 0.0, 0.1], [0.2, 0.201, 0.2, 0.2], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64).view(
+    3, 1, 2, 2
+)
+FOOLED = torch.tensor([True, True, False])  # the third example failed: not averaged
 
 
 def test_aldp_normalized_by_hand():
@@ -59,8 +64,18 @@ def test_ssim_equals_scikit_image(channels):
     g = torch.Generator().manual_seed(channels)
     x = torch.rand(3, channels, 16, 20, generator=g, dtype=torch.float64)
     x_adv = (x + 0.2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
-    reference = [structural_similarity(a.numpy(), b.numpy(), data_range=1.0, channel_axis=0, gaussian_weights=True,
-                                       sigma=1.5, use_sample_covariance=False) for a, b in zip(x_adv, x)]
+    reference = [
+        structural_similarity(
+            a.numpy(),
+            b.numpy(),
+            data_range=1.0,
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+        for a, b in zip(x_adv, x)
+    ]
     torch.testing.assert_close(ssim(x_adv, x), torch.tensor(reference, dtype=torch.float64))
     assert _feed(ASS(), x.float(), x_adv.float()).compute().item() == pytest.approx(np.mean(reference), abs=1e-6)
     assert ssim(x, x).tolist() == pytest.approx([1.0] * 3)
@@ -73,13 +88,13 @@ def test_ssim_refuses_images_smaller_than_the_window():
 
 def test_psd_by_hand():
     checker = (torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2
-    x = checker.double().view(1, 1, 4, 4)            # every 3x3 region (reflect-padded) holds 5 of one, 4 of the other
+    x = checker.double().view(1, 1, 4, 4)  # every 3x3 region (reflect-padded) holds 5 of one, 4 of the other
     x_adv = x.clone()
     x_adv[0, 0, 1, 2] += 0.1
     std = math.sqrt(20) / 9
     assert perturbation_sensitivity_distance(x, x_adv).item() == pytest.approx(0.1 / std)
     assert perturbation_sensitivity_distance(x, x_adv, sensitivity="one_minus").item() == pytest.approx(0.1 * (1 - std))
-    flat = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64)   # std 0: sensitivity floored at 1/std_floor
+    flat = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64)  # std 0: sensitivity floored at 1/std_floor
     assert perturbation_sensitivity_distance(flat, flat + 0.1 * (x == 1)).item() == pytest.approx(8 * 0.1 * 255)
     psd = _feed(PSD(), torch.cat([x, flat]), torch.cat([x_adv, flat + 0.1 * (x == 1)])).compute().item()
     assert psd == pytest.approx((0.1 / std + 8 * 0.1 * 255) / 2)
@@ -96,7 +111,7 @@ def test_psd_equals_a_per_pixel_loop():
             padded = np.pad(xi[c], 1, mode="reflect")
             for i in range(6):
                 for j in range(5):
-                    total += abs(ai[c, i, j] - xi[c, i, j]) / max(np.std(padded[i:i + 3, j:j + 3]), 1 / 255)
+                    total += abs(ai[c, i, j] - xi[c, i, j]) / max(np.std(padded[i : i + 3, j : j + 3]), 1 / 255)
         expected.append(total)
     torch.testing.assert_close(perturbation_sensitivity_distance(x, x_adv), torch.tensor(expected, dtype=torch.float64))
 

@@ -1,5 +1,6 @@
 """EBD, EBD-2, ENI, Neuron Sensitivity and Neuron Uncertainty against analytic values on tiny models
 whose decision boundary or activations are known in closed form; one-vs-two-process equality."""
+
 import math
 from functools import partial
 
@@ -15,15 +16,15 @@ from robustlab.metrics.structure import orthogonal_directions
 from tests.metrics.distributed import assert_same_on_two_processes
 from tests.metrics.test_coverage import MetricGroup
 
-SIDE = 4   # 1x4x4 inputs: d = 16
+SIDE = 4  # 1x4x4 inputs: d = 16
 
 
 def linear_model(seed: int = 0) -> tuple[nn.Module, torch.Tensor, float]:
     """Two classes with ``z1 - z0 = w.x + b``: the boundary is the hyperplane ``w.x + b = 0``."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(SIDE * SIDE, generator=g)
-    w = torch.where(w.abs() < 0.2, 0.2 * w.sign(), w)   # no zero entries: sign steps move every pixel
-    b = -0.5 * w.sum().item()                          # the boundary passes through the grey image
+    w = torch.where(w.abs() < 0.2, 0.2 * w.sign(), w)  # no zero entries: sign steps move every pixel
+    b = -0.5 * w.sum().item()  # the boundary passes through the grey image
     model = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 2))
     with torch.no_grad():
         model[1].weight.copy_(torch.stack([torch.zeros_like(w), w]))
@@ -48,9 +49,9 @@ def test_ebd_on_a_linear_classifier_is_the_analytic_distance_within_one_step():
     x, seeds, step = _inputs(6), torch.arange(6), 0.01
     s = x.flatten(1) @ w + b
     v = orthogonal_directions(x, 4, seeds)
-    crossing = s.abs()[:, None] / (v @ w).abs()            # |s| / |w.v|: where the line x + t v meets the boundary
-    grid = (torch.floor(crossing / step) + 1) * step       # the first grid point past it
-    expected = torch.where(grid <= 3.0, grid, float("inf")).amin(1)   # the best direction within max_distance
+    crossing = s.abs()[:, None] / (v @ w).abs()  # |s| / |w.v|: where the line x + t v meets the boundary
+    grid = (torch.floor(crossing / step) + 1) * step  # the first grid point past it
+    expected = torch.where(grid <= 3.0, grid, float("inf")).amin(1)  # the best direction within max_distance
     assert torch.isfinite(expected).all()
     metric = EBD(directions=4, step=step, max_distance=3.0, measure="l2", clip=False)
     metric.update(model, x[:4], seeds[:4])
@@ -67,7 +68,7 @@ def test_ebd_does_not_depend_on_the_points_per_forward():
     model, _, _ = linear_model()
     x, seeds = _inputs(2), torch.tensor([4, 5])
     results = []
-    for points in (5, 2048):   # 8 open directions: chunks of 5 of one step each, or all steps at once
+    for points in (5, 2048):  # 8 open directions: chunks of 5 of one step each, or all steps at once
         metric = EBD(directions=2, step=0.1, max_distance=3.0, measure="l2", points=points)
         metric.update(model, x, seeds)
         results.append(metric.compute().item())
@@ -94,7 +95,7 @@ def test_ebd2_counts_bim_iterations_to_each_class_like_the_closed_form():
     assert ((ratio - ratio.round()).abs() > 0.01).all(), "keep away from ties"
     expected = torch.floor(ratio) + 1
     y = (s > 0).long()
-    y[0] = 1 - y[0]                       # misclassified: aiming at its (wrong) prediction takes 0 iterations
+    y[0] = 1 - y[0]  # misclassified: aiming at its (wrong) prediction takes 0 iterations
     expected[0] = 0
     metric = EBD2(2, BIM(eps=1.0, step=step, steps=30))
     metric.update(model, x, y)
@@ -106,7 +107,7 @@ def test_ebd2_counts_bim_iterations_to_each_class_like_the_closed_form():
     assert result["failure_rate"].item() == 0
     short = EBD2(2, BIM(eps=1.0, step=step, steps=3))
     short.update(model, x, y)
-    capped = torch.where(expected <= 3, expected, 4.0)   # failures count as steps + 1
+    capped = torch.where(expected <= 3, expected, 4.0)  # failures count as steps + 1
     assert short.compute()["EBD2"].item() == pytest.approx(capped.mean().item())
     assert short.compute()["failure_rate"].item() == pytest.approx((expected > 3).float().mean().item())
     with pytest.raises(RobustlabError, match="reports no iteration counts"):
@@ -119,13 +120,13 @@ def test_eni_by_hand_and_the_eps_constraint():
     delta = 0.05 * torch.sign(torch.randn(1, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(3)))
     y = torch.tensor([0])
 
-    def ce0(img):   # cross-entropy of class 0 when z = (0, s): log(1 + e^s)
+    def ce0(img):  # cross-entropy of class 0 when z = (0, s): log(1 + e^s)
         return math.log1p(math.exp((img.flatten() @ w + b).item()))
 
     metric = ENI(eps=0.1)
     metric.update(model, x, y, noisy=x + delta)
-    metric.update(model, x, y, noisy=x + 3 * delta)   # outside the eps-ball: skipped
-    metric.update(model, x, y, noisy=x.clone())       # no perturbation: skipped
+    metric.update(model, x, y, noisy=x + 3 * delta)  # outside the eps-ball: skipped
+    metric.update(model, x, y, noisy=x.clone())  # no perturbation: skipped
     assert metric.compute().item() == pytest.approx(abs(ce0(x) - ce0(x + delta)) / 0.05, rel=1e-5)
     assert metric.count.item() == 1 and metric.skipped.item() == 2
 
@@ -143,7 +144,7 @@ def test_eni_noise_is_in_the_ball_and_independent_of_batching(noise):
     assert one.compute().item() == pytest.approx(split.compute().item(), rel=1e-9)
     noisy = one._pollute(x, seeds)
     assert (noisy - x.repeat_interleave(3, 0)).abs().max() <= 0.05 + 1e-6
-    given = ENI(eps=0.05, samples=3, noise=noise)   # the clean logits passed in instead of recomputed
+    given = ENI(eps=0.05, samples=3, noise=noise)  # the clean logits passed in instead of recomputed
     with torch.no_grad():
         given.update(model, x, y, seeds, clean_logits=model(x))
     assert given.compute().item() == pytest.approx(one.compute().item(), rel=1e-9)
@@ -182,8 +183,13 @@ def test_neuron_sensitivity_and_uncertainty_by_hand():
 
 def test_state_size_does_not_grow_with_samples():
     model, _, _ = linear_model()
-    metrics = [EBD(directions=2, step=0.5, max_distance=1.0), EBD2(2, BIM(eps=1.0, step=0.01, steps=1)), ENI(samples=2),
-               NeuronSensitivity(["1"]), NeuronUncertainty(["1"])]
+    metrics = [
+        EBD(directions=2, step=0.5, max_distance=1.0),
+        EBD2(2, BIM(eps=1.0, step=0.01, steps=1)),
+        ENI(samples=2),
+        NeuronSensitivity(["1"]),
+        NeuronUncertainty(["1"]),
+    ]
     sizes = []
     for updates in (1, 4):
         for m in metrics:
@@ -201,9 +207,13 @@ def test_state_size_does_not_grow_with_samples():
 
 
 def _group() -> MetricGroup:
-    return MetricGroup(EBD=EBD(directions=3, step=0.02, max_distance=5.0),
-                       EBD2=EBD2(2, BIM(eps=1.0, step=0.005, steps=30)), ENI=ENI(eps=0.05, samples=2),
-                       NeuronSensitivity=NeuronSensitivity(["0", "2"]), NeuronUncertainty=NeuronUncertainty(["0", "2"]))
+    return MetricGroup(
+        EBD=EBD(directions=3, step=0.02, max_distance=5.0),
+        EBD2=EBD2(2, BIM(eps=1.0, step=0.005, steps=30)),
+        ENI=ENI(eps=0.05, samples=2),
+        NeuronSensitivity=NeuronSensitivity(["0", "2"]),
+        NeuronUncertainty=NeuronUncertainty(["0", "2"]),
+    )
 
 
 def _batches() -> list[dict]:
@@ -220,13 +230,25 @@ def _batches() -> list[dict]:
         images = torch.rand(j - i, 1, 2, 2, generator=g)
         clean = layer_outputs(conv, images, layers)
         adv = layer_outputs(conv, images + 0.1 * torch.rand(images.shape, generator=g), layers)
-        batches.append({"model": model, "x": x[i:j], "y": y[i:j], "seeds": torch.arange(i, j),
-                        "clean": clean, "adversarial": adv, "outputs": clean})
+        batches.append(
+            {
+                "model": model,
+                "x": x[i:j],
+                "y": y[i:j],
+                "seeds": torch.arange(i, j),
+                "clean": clean,
+                "adversarial": adv,
+                "outputs": clean,
+            }
+        )
     return batches
 
 
 @pytest.mark.parametrize("group", ["structure"])
 def test_same_on_one_or_two_processes(group):
     single = assert_same_on_two_processes(partial(_group), _batches())
-    assert all(torch.isfinite(torch.as_tensor(v)).all() for r in single.values()
-               for v in (r.values() if isinstance(r, dict) else [r]))
+    assert all(
+        torch.isfinite(torch.as_tensor(v)).all()
+        for r in single.values()
+        for v in (r.values() if isinstance(r, dict) else [r])
+    )

@@ -1,4 +1,5 @@
 """RGB by hand on a one-pixel threshold model; RIC against a PIL JPEG round trip."""
+
 import io
 import math
 
@@ -29,7 +30,7 @@ def test_rgb_by_hand():
     model = CentreThreshold()
     x = torch.zeros(3, 1, 9, 9)
     x_adv = x.clone()
-    x_adv[:, 0, 4, 4] = torch.tensor([1.0, 0.7, 0.3])   # the third is no adversarial example
+    x_adv[:, 0, 4, 4] = torch.tensor([1.0, 0.7, 0.3])  # the third is no adversarial example
     y = torch.zeros(3, dtype=torch.long)
     # sigma 0.5, 5 taps: the centre keeps (1 / (1 + 2e^-2 + 2e^-8))^2 = 0.6187 of its value after blurring
     keep = (1 / (1 + 2 * math.exp(-2) + 2 * math.exp(-8))) ** 2

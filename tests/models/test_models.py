@@ -1,20 +1,24 @@
 """Every model takes [0,1] images with normalisation inside, and the registry refuses mismatches."""
+
 import pytest
 import torch
 
 from robustlab import RobustlabError
 from robustlab.data import CIFAR10, MNIST5k
-from robustlab.models import VGG16, MNISTCNN, Normalize, ResNet18, ResNet20, WideResNet
+from robustlab.models import MNISTCNN, VGG16, Normalize, ResNet18, ResNet20, WideResNet
 from robustlab.tasks import check_compatible
 
 
-@pytest.mark.parametrize("make, shape, params", [
-    (MNISTCNN, (2, 1, 28, 28), 312_202),
-    (ResNet20, (2, 3, 32, 32), 272_474),
-    (ResNet18, (2, 3, 32, 32), 11_173_962),
-    (VGG16, (2, 3, 32, 32), 14_728_266),
-    (lambda: WideResNet(depth=28, width=10), (2, 3, 32, 32), 36_479_194),
-])
+@pytest.mark.parametrize(
+    "make, shape, params",
+    [
+        (MNISTCNN, (2, 1, 28, 28), 312_202),
+        (ResNet20, (2, 3, 32, 32), 272_474),
+        (ResNet18, (2, 3, 32, 32), 11_173_962),
+        (VGG16, (2, 3, 32, 32), 14_728_266),
+        (lambda: WideResNet(depth=28, width=10), (2, 3, 32, 32), 36_479_194),
+    ],
+)
 def test_models_take_unit_images(make, shape, params):
     model = make().eval()
     assert isinstance(model.normalize, Normalize)

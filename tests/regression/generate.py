@@ -3,6 +3,7 @@
 Trains one tiny checkpoint per defense (``cases.DEFENSES``) into ``fixtures/<defense>/checkpoints/`` and
 writes each case's ``report.json`` to ``reports/<case>.json``. Run it only when a change to the numbers is
 intended, and say which in the commit."""
+
 import json
 import shutil
 import sys

@@ -1,6 +1,7 @@
 """The evaluation engine must not change a number: every case of :mod:`tests.regression.cases`, evaluated by
 today's code on the committed fixture checkpoints, gives the committed report (written before the engine was
 rebuilt), timings aside. Allowed differences are named in :data:`CHANGED`, each with the issue that asks for it."""
+
 import json
 import math
 import shutil
@@ -14,13 +15,17 @@ from tests.regression.cases import FIXTURES, REPORTS, cases
 #: Keys that legitimately differ between runs or machines: timings, paths, reprs.
 IGNORED = {"seconds", "checkpoint", "surrogate", "adaptive", "source"}
 #: ``{case: {dotted key prefix: reason}}``: values under these keys may differ from the committed report.
-_RANDOMISED = ("a randomised model: each attack's success and robustness are now judged on the attack's own draw "
-               "of the model's noise instead of two more fresh forward passes (issue 12, section 1: one draw "
-               "must not re-decide what the attack found), so the global noise stream, and with it every attack "
-               "result after the clean pass, differs")
-_APGD_SEEDS = ("a bug this issue's contract test found: APGD's first restart took its random start from the global "
-               "RNG instead of each example's seed (salted(seeds, 0) returned None), so it depended on the batch and "
-               "the run; seeded now, which moves APGD's (and so APGD-T's and AutoAttack's) returned points")
+_RANDOMISED = (
+    "a randomised model: each attack's success and robustness are now judged on the attack's own draw "
+    "of the model's noise instead of two more fresh forward passes (issue 12, section 1: one draw "
+    "must not re-decide what the attack found), so the global noise stream, and with it every attack "
+    "result after the clean pass, differs"
+)
+_APGD_SEEDS = (
+    "a bug this issue's contract test found: APGD's first restart took its random start from the global "
+    "RNG instead of each example's seed (salted(seeds, 0) returned None), so it depended on the batch and "
+    "the run; seeded now, which moves APGD's (and so APGD-T's and AutoAttack's) returned points"
+)
 CHANGED: dict[str, dict[str, str]] = {
     **{case: {"attacks": _RANDOMISED, "worst_case": _RANDOMISED} for case in ("rt", "eit", "rc")},
     "attacks": {f"attacks.{name}": _APGD_SEEDS for name in ("apgd_ce", "apgd_dlr", "apgdt", "autoattack")},
