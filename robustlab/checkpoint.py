@@ -81,8 +81,3 @@ def build_model(ckpt: dict[str, Any]) -> nn.Module:
 def load_model(path: str | Path) -> nn.Module:
     """The eval-mode ``nn.Module`` (taking [0,1] images) stored in a ``train.py`` checkpoint."""
     return build_model(read_checkpoint(path)).eval()
-
-
-def model_on(source: nn.Module | str | Path, device) -> nn.Module:
-    """``source`` itself if it is a module, else the model of its checkpoint path; in eval mode on ``device``."""
-    return (source if isinstance(source, nn.Module) else load_model(source)).to(device).eval()

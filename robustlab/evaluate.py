@@ -39,8 +39,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt = read_checkpoint(cfg.ckpt)
     meta = ckpt[META_KEY]
-    overrides = {k: v for k, v in plain(cfg.get("data") or {}).items() if v is not None}
-    data_cfg = OmegaConf.merge(meta["data"], overrides)
+    data_cfg = OmegaConf.merge(meta["data"], _given(plain(cfg.get("data") or {})))
     with open_dict(cfg):
         cfg.data = data_cfg
     datamodule = instantiate(data_cfg)
@@ -116,6 +115,14 @@ def _evaluations(cfg: DictConfig, net: nn.Module) -> dict[str, Evaluation]:
     if detector(net) is not None and "detection" not in owners:
         evaluations["detection"] = Detection()
     return evaluations
+
+
+def _given(node: Any) -> Any:
+    """``node`` without its null entries (nested mappings included): the data keys given on the command line."""
+    if not isinstance(node, dict):
+        return node
+    given = {k: _given(v) for k, v in node.items() if v is not None}
+    return {k: v for k, v in given.items() if v != {}}
 
 
 def _baseline(path: str, datamodule) -> nn.Module:

@@ -1,6 +1,7 @@
 """Progress of a long evaluation, reported from inside a batch: attacks and evaluations call :func:`step` in
 their loops; the evaluation loop owns the one active :class:`Progress` (rank zero only)."""
 
+import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -56,14 +57,17 @@ class Progress:
         self.start = self.last_line = time.perf_counter()
         self.task_start = self.start
         self.terminal = self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        size = shutil.get_terminal_size(fallback=(100, 24))  # a pseudo-terminal may report 0 x 0
+        width, height = size.columns or 100, size.lines or 24
         self.bar = (
             tqdm(
                 total=100.0,
                 desc="evaluating",
                 file=self.stream,
-                dynamic_ncols=True,
+                ncols=width,
+                nrows=height,
                 leave=True,
-                bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}<{remaining}",
+                bar_format="{desc} |{bar}| {percentage:3.0f}% {elapsed}",
             )
             if self.terminal
             else None

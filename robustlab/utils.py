@@ -41,3 +41,10 @@ def synced_states(metric: Metric) -> dict[str, torch.Tensor]:
     so counts read after it are per process."""
     with metric.sync_context():
         return {name: value.clone() for name, value in metric.metric_state.items()}
+
+
+def to_python(value):
+    """Tensors (in nested dicts) as plain Python numbers: a one-element tensor as a number, others as lists."""
+    if isinstance(value, dict):
+        return {k: to_python(v) for k, v in value.items()}
+    return value.tolist() if value.numel() > 1 else value.item()

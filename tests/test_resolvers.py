@@ -3,6 +3,7 @@ other per-family settings come from ``${mnist_cifar:a,b}``, and a data source of
 one-line error naming the key to set."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from robustlab.cli import robustlab_cause
@@ -72,3 +73,19 @@ def test_unknown_data_family_names_the_key_to_set(tmp_path, overrides, key):
         OmegaConf.to_container(cfg, resolve=True)
     message = str(robustlab_cause(err.value))
     assert f"fix: set {key}=" in message and "\n" not in message
+
+
+def test_evaluation_reads_the_checkpoints_budgets_and_takes_a_new_one(tmp_path):
+    """Attacks resolve against the checkpoint's own data config (a checkpoint of the old format, without
+    budgets, is upgraded from its data config file); ``data.threat.<key>=`` changes one budget for all."""
+    from robustlab.checkpoint import read_checkpoint
+    from robustlab.evaluate import evaluate
+    from tests.regression.cases import checkpoint
+
+    assert "threat" not in torch.load(checkpoint("standard"), weights_only=True)["robustlab"]["data"]
+    assert read_checkpoint(checkpoint("standard"))["robustlab"]["data"]["threat"]["linf"] == 0.3
+    args = [f"ckpt={checkpoint('standard')}", "logger=none", "progress=false", "data.test_size=10", "attack=[fgsm,bim]"]
+    default = evaluate(make_cfg("eval", tmp_path / "a", args))["attack_params"]
+    assert default["fgsm"]["eps"] == 0.3 and default["bim"]["eps"] == 0.3
+    changed = evaluate(make_cfg("eval", tmp_path / "b", [*args, "data.threat.linf=0.1"]))["attack_params"]
+    assert changed["fgsm"]["eps"] == 0.1 and changed["bim"]["eps"] == 0.3, "BIM reads DEEPSEC's budget"

@@ -13,7 +13,7 @@ from robustlab.evaluation.record import BatchRecord
 from robustlab.metrics import AAB, AAW, CA, MR, AttackMetric
 from robustlab.metrics.computation_cost import CC
 from robustlab.metrics.functional import classification_accuracy, misclassification_ratio
-from robustlab.utils import synced_states
+from robustlab.utils import synced_states, to_python
 
 #: The report key of an attack's robust accuracy, by ``Attack.kind`` (comprehensive paper, Sec. III-B-1).
 ACCURACY_KEYS = {"whitebox": "AAW", "blackbox": "AAB"}
@@ -21,10 +21,6 @@ ACCURACY_KEYS = {"whitebox": "AAW", "blackbox": "AAB"}
 
 def _accuracy(states: dict[str, torch.Tensor]) -> float:
     return classification_accuracy(states["correct"], states["total"]).item()
-
-
-def _plain(value):
-    return {k: v.item() for k, v in value.items()} if isinstance(value, dict) else value.item()
 
 
 class _AttackMetrics(nn.Module):
@@ -96,7 +92,7 @@ class AttackEvaluation(Evaluation):
                 "MR": misclassification_ratio(mr["fooled"], mr["clean_correct"]).item(),
                 "n_samples": int(robust["total"]),
                 "seconds": float(cost["seconds"]),
-                **{self.metric_keys[key]: _plain(metric.compute()) for key, metric in m.extra.items()},
+                **{self.metric_keys[key]: to_python(metric.compute()) for key, metric in m.extra.items()},
             }
         if self.attacks:
             worst = synced_states(self.metrics["worst_case"])

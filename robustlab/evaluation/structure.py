@@ -13,7 +13,7 @@ from robustlab.evaluation.coverage import chosen_layers
 from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import CLEAN, BatchRecord
 from robustlab.metrics.structure import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
-from robustlab.utils import synced_states
+from robustlab.utils import synced_states, to_python
 
 
 def _options(value, name: str) -> dict | None:
@@ -27,12 +27,6 @@ def _options(value, name: str) -> dict | None:
     raise RobustlabError(
         f"{name} must be true, false or a mapping of parameters, got {value!r}", f"set {name}: {{...}} or {name}: false"
     )
-
-
-def _floats(value):
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    return value.tolist() if value.numel() > 1 else value.item()
 
 
 class Structure(Evaluation):
@@ -108,15 +102,15 @@ class Structure(Evaluation):
         m = self.metrics
         counts = synced_states(m["NeuronUncertainty"])["count"]
         results = {
-            "NeuronUncertainty": _floats(m["NeuronUncertainty"].compute()),
-            "NeuronSensitivity": {a: _floats(s.compute()) for a, s in m["NeuronSensitivity"].items()},
+            "NeuronUncertainty": to_python(m["NeuronUncertainty"].compute()),
+            "NeuronSensitivity": {a: to_python(s.compute()) for a, s in m["NeuronSensitivity"].items()},
             "n_samples": int(counts),
         }
         if "EBD" in m:
             results["EBD_censored"] = int(synced_states(m["EBD"])["censored"])
             results["EBD"] = m["EBD"].compute().item()
         if "EBD2" in m:
-            results["EBD2"] = _floats(m["EBD2"].compute())
+            results["EBD2"] = to_python(m["EBD2"].compute())
         if "ENI" in m:
             results["ENI_skipped"] = int(synced_states(m["ENI"])["skipped"])
             results["ENI"] = m["ENI"].compute().item()
