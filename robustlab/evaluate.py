@@ -8,13 +8,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from robustlab.attacks.adaptive import EOT_SAMPLES, adapt
+from robustlab.attacks.adaptive import EVAL_DRAWS
 from robustlab.checkpoint import META_KEY, build_model, load_model, read_checkpoint
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
 from robustlab.models.base import detector
 from robustlab.tasks import (
+    adapted,
     check_compatible,
     log_run_info,
     logged_run,
@@ -47,14 +48,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_compatible(net, datamodule)
     module = RobustClassifier(net)
     configured = make_attacks(cfg.get("attack"))
-    attacks = {
-        name: adapt(attack, net, cfg.get("eot_samples", EOT_SAMPLES)) if cfg.get("adaptive", True) else attack
-        for name, attack in configured.items()
-    }
+    attacks = adapted(configured, net, cfg)
     evaluations = _evaluations(cfg, net)
     baseline = _baseline(cfg.baseline, datamodule) if cfg.get("baseline") else None
     loop = EvaluationLoop(
-        attacks, evaluations, stages=("test",), seed=cfg.seed, progress=cfg.get("progress", True), baseline=baseline
+        attacks,
+        evaluations,
+        stages=("test",),
+        seed=cfg.seed,
+        progress=cfg.get("progress", True),
+        baseline=baseline,
+        draws=cfg.get("eval_draws", EVAL_DRAWS),
     )
     report_path = Path(cfg.paths.output_dir) / "report.json"
     with logged_run(cfg) as loggers:

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from robustlab.attacks.adaptive import EOT_SAMPLES, EVAL_DRAWS, adapt
 from robustlab.attacks.base import Attack
 from robustlab.data.base import ImageDataModule
 from robustlab.errors import RobustlabError
@@ -43,6 +44,15 @@ def plain(cfg: Any) -> Any:
 
 def make_attacks(cfg: DictConfig | None) -> dict[str, Attack]:
     return {name: instantiate(node) for name, node in (cfg or {}).items() if node is not None}
+
+
+def adapted(attacks: dict[str, Attack], model: nn.Module, cfg: DictConfig) -> dict[str, Attack]:
+    """``attacks`` made adaptive to ``model``'s declared inference-time defense (:func:`~robustlab.attacks.adapt`,
+    ``cfg.eot_samples`` draws per gradient, ``cfg.eval_draws`` per black-box decision), unless ``adaptive=false``."""
+    if not cfg.get("adaptive", True):
+        return dict(attacks)
+    eot, draws = cfg.get("eot_samples", EOT_SAMPLES), cfg.get("eval_draws", EVAL_DRAWS)
+    return {name: adapt(attack, model, eot, draws) for name, attack in attacks.items()}
 
 
 def make_metrics(cfg: DictConfig | None) -> dict[str, AttackMetric]:

@@ -14,6 +14,7 @@ import robustlab
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, EvaluationLoop
 from robustlab.tasks import (
+    adapted,
     check_compatible,
     log_run_info,
     logged_run,
@@ -95,7 +96,12 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     }
     attacks = make_attacks(cfg.get("attack"))
     loop = EvaluationLoop(
-        attacks, {"attacks": AttackEvaluation()}, stages=("validate", "test"), seed=cfg.seed, progress=False
+        attacks,
+        {"attacks": AttackEvaluation()},
+        stages=("validate", "test"),
+        seed=cfg.seed,
+        progress=False,
+        draws=cfg.get("eval_draws", 1),
     )
     with logged_run(cfg) as loggers:
         trainer = make_trainer(cfg, loop, loggers)
@@ -113,6 +119,7 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
         if module.after_fit(datamodule) and ckpt_path:
             trainer.save_checkpoint(ckpt_path)
         if cfg.get("test"):
+            loop.attacks = adapted(attacks, module, cfg)
             trainer.test(module, datamodule=datamodule)
             metrics.update(_scalars(trainer.callback_metrics))
         summary = {
@@ -121,6 +128,7 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
             "stages": stages,
             "metrics": metrics,
             "test": loop.results.get("test"),
+            "adaptive": {name: repr(a) for name, a in loop.attacks.items() if a is not attacks.get(name)},
         }
         if trainer.is_global_zero:
             log_run_info(loggers, {"checkpoint": ckpt_path})

@@ -38,7 +38,7 @@ def _assert_same(one, two, path="report"):
 
 def _numbers(report: dict) -> dict:
     """The report without timings and process counts, which legitimately differ between runs."""
-    drop = {"seconds", "world_size", "timings"}
+    drop = {"seconds", "CC", "fit_seconds", "world_size", "timings"}
 
     def strip(node):
         if isinstance(node, dict):
@@ -193,7 +193,7 @@ def test_metrics_defense_utility_and_saved_examples(pgd_at_run, baseline_ckpt, t
         )
     )
     fgsm = report["attacks"]["fgsm"]
-    assert set(fgsm) == {"robust_accuracy", "AAW", "MR", "n_samples", "seconds"} | METRIC_KEYS
+    assert set(fgsm) == {"robust_accuracy", "AAW", "MR", "n_samples", "seconds", "CC"} | METRIC_KEYS
     assert fgsm["AAW"] == fgsm["robust_accuracy"] and set(fgsm["ALDp"]) == {"L0", "L2", "Linf"}
     assert fgsm["ALDp"]["Linf"] == pytest.approx(0.3, abs=1e-6), "FGSM's raw Linf distortion is eps"
     assert 0 < fgsm["ASS"] < 1 and 0.1 <= fgsm["ACAC"] <= 1 and 0 <= fgsm["ACTC"] < fgsm["ACAC"]

@@ -5,6 +5,8 @@ import torch
 
 import robustlab
 from robustlab.checkpoint import read_checkpoint
+from robustlab.train import train
+from tests.helpers import make_cfg
 
 
 def test_training_logs_clean_and_robust_accuracy(pgd_at_run):
@@ -37,3 +39,29 @@ def test_standard_defense_trains_a_usable_model(standard_model, mnist_test_batch
     x, y = mnist_test_batch
     with torch.no_grad():
         assert (standard_model(x).argmax(1) == y).float().mean() > 0.9
+
+
+def test_the_test_stage_of_a_randomised_defense_is_adaptive(tmp_path):
+    """train.py's test stage attacks an RT model with EOT and scores it over eval_draws draws (its validation
+    attacks stay plain and single-draw)."""
+    summary = train(
+        make_cfg(
+            "train",
+            tmp_path,
+            [
+                "defense=rt",
+                "data.train_size=300",
+                "data.val_size=50",
+                "data.test_size=30",
+                "trainer.max_epochs=1",
+                "logger=none",
+                "attack=[pgd_linf_val]",
+                "eot_samples=2",
+                "eval_draws=3",
+            ],
+        )
+    )
+    assert summary["adaptive"] == {"pgd_linf_val": summary["adaptive"]["pgd_linf_val"]}
+    assert summary["adaptive"]["pgd_linf_val"].startswith("EOT(") and "n=2" in summary["adaptive"]["pgd_linf_val"]
+    test = summary["test"]
+    assert test["clean"]["draws"] == 3 and "robust_accuracy_worst_draw" in test["attacks"]["pgd_linf_val"]

@@ -17,6 +17,8 @@ from robustlab.models.base import preprocessors, randomized
 
 #: Samples per gradient for randomised models (AutoAttack's "rand" version uses 20).
 EOT_SAMPLES = 20
+#: Draws per decision of a gradient-free attack on a randomised model, and per evaluation of its results.
+EVAL_DRAWS = 10
 
 
 class Expectation(nn.Module):
@@ -36,14 +38,17 @@ class _Wrapper(Wrapper):
     def _run(self, model, x, y, seeds, target, clean_logits=None) -> torch.Tensor:
         x_adv = self.attack(model, x, y, seeds=seeds, target=target, clean_logits=clean_logits)
         self.last_iterations, self.last_queries = self.attack.last_iterations, self.attack.last_queries
+        self.last_setup_seconds = self.attack.last_setup_seconds
         return x_adv
 
 
 class EOT(_Wrapper):
     """Expectation over Transformation (Athalye et al. 2018): ``attack`` runs on
     :class:`Expectation` ``(model, n)``, so each of its gradients averages ``n`` stochastic
-    forward passes (EOT on the logits). Success is then decided by one pass of the randomised
-    model itself, as evaluation sees it."""
+    forward passes (EOT on the logits), and each of its decisions (success, early stops, keeping the
+    best iterate, reverting a failure to the clean image) is taken on the mean logits of ``n`` draws.
+    The inner attack's success and logits are handed back as they are, never re-decided on one fresh
+    draw. A black-box inner attack's query counts are multiplied by ``n`` (forward passes of the model)."""
 
     name = "eot"
 
@@ -52,7 +57,12 @@ class EOT(_Wrapper):
         self.n = check_count(n, "n")
 
     def perturb(self, model, x, y, seeds=None, target=None):
-        return self._run(Expectation(model, self.n), x, y, seeds, target)
+        x_adv = self._run(Expectation(model, self.n), x, y, seeds, target)
+        self.last_success = self.attack.last_success
+        self.keep_logits(torch.arange(len(x), device=x.device), self.attack.last_logits)
+        if self.last_queries is not None:
+            self.last_queries = self.last_queries * self.n
+        return x_adv
 
 
 @contextmanager
@@ -120,16 +130,16 @@ def _layers(attack: Attack) -> set[type]:
     return kinds
 
 
-def adapt(attack: Attack, model: nn.Module, eot_samples: int = EOT_SAMPLES) -> Attack:
+def adapt(attack: Attack, model: nn.Module, eot_samples: int = EOT_SAMPLES, draws: int = EVAL_DRAWS) -> Attack:
     """``attack`` made adaptive to ``model``'s inference-time defense, as the model declares it
-    (:class:`~robustlab.models.base.DefendedModel`): wrapped in :class:`BPDA` if it has preprocessors and in
-    :class:`EOT` over ``eot_samples`` passes if it is randomized (unless already so wrapped). Black-box attacks
-    are returned unchanged."""
-    if attack.kind != "whitebox":
-        return attack
+    (:class:`~robustlab.models.base.DefendedModel`): a white-box attack is wrapped in :class:`BPDA` if the model
+    has preprocessors and in :class:`EOT` over ``eot_samples`` passes if it is randomized; a black-box (or
+    transfer) attack on a randomized model is wrapped in :class:`EOT` over ``draws`` passes, so that its
+    queries and early stops see the expected prediction rather than one noisy draw. Attacks already so
+    wrapped are left as they are."""
     present = _layers(attack)
     if EOT not in present and randomized(model):
-        attack = EOT(attack, eot_samples)
-    if BPDA not in present and preprocessors(model):
+        attack = EOT(attack, eot_samples if attack.kind == "whitebox" else draws)
+    if attack.kind == "whitebox" and BPDA not in present and preprocessors(model):
         attack = BPDA(attack)
     return attack

@@ -71,7 +71,8 @@ class APGD(Attack):
     * ``eot_iter``: gradients averaged over this many forward passes (randomised models).
 
     Examples misclassified clean are not attacked. Each example stops once misclassified (its
-    trajectory does not depend on the others, so this changes no result and saves time).
+    trajectory does not depend on the others, so this changes no result and saves time); with
+    ``eot_iter > 1`` "misclassified" is decided on the mean logits of the ``eot_iter`` draws.
     ``last_iterations``: per example, the iteration (counted over restarts; 0 = the start point) of
     its first misclassified iterate, or the total number of iterations if it was never broken.
     """
@@ -110,13 +111,16 @@ class APGD(Attack):
         return F.cross_entropy(logits, y, reduction="none") if self.loss == "ce" else dlr_loss(logits, y)
 
     def _gradient(self, model, x_adv, y, target):
-        grad = torch.zeros_like(x_adv)
+        """The gradient, loss and logits at ``x_adv``, each the mean over ``eot_iter`` forward passes: early
+        stops and the step-size rule of a randomised model are decided on all the draws, not the last one."""
+        grad, total_loss, total_logits = torch.zeros_like(x_adv), 0, 0
         for _ in range(self.eot_iter):
             xg = x_adv.detach().requires_grad_(True)
             logits = model(xg)
             loss = self._objective(logits, y, target)
             grad += torch.autograd.grad(loss.sum(), xg)[0]
-        return grad / self.eot_iter, loss.detach(), logits.detach()
+            total_loss, total_logits = total_loss + loss.detach(), total_logits + logits.detach()
+        return grad / self.eot_iter, total_loss / self.eot_iter, total_logits / self.eot_iter
 
     def _project(self, x_new: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
         delta = x_new - x

@@ -57,9 +57,18 @@ class AutoAttack(Attack):
                 APGDT(eps, norm, n_targets=5, large_reps=True),
             ]
         else:
-            self.attacks = [APGD(eps, norm, "ce"), APGDT(eps, norm), FABT(eps, norm), Square(eps, norm)]
+            self.attacks = [
+                APGD(eps, norm, "ce"),
+                APGDT(eps, norm),
+                FABT(eps, norm),
+                Square(eps, norm, rescale_schedule=False),
+            ]
         self.stage_names = ["clean"] + [a.label for a in self.attacks]
         self.last_stage: torch.Tensor | None = None
+
+    def reset(self, stage: str) -> None:
+        for attack in self.attacks:
+            attack.reset(stage)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         logits = self.predict_clean(model, x)

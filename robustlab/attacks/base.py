@@ -179,8 +179,9 @@ class AttackResult:
     """What one attack call computed, per example: the returned images ``x_adv`` (detached, in the eps
     ball and [0,1]), the model's ``logits`` on them, ``success`` (:func:`~robustlab.success.goal_met` on the
     returned image, or the attack's own stricter rule), the ``target`` of a targeted attack, and the
-    attack's ``iterations`` and ``queries`` (``None`` where it does not count them), and the ``seconds`` the call
-    took (with queued device work waited for, so it is billed to the attack that queued it)."""
+    attack's ``iterations`` and ``queries`` (``None`` where it does not count them), the ``seconds`` the call
+    took (with queued device work waited for, so it is billed to the attack that queued it) without its one-off
+    fitting (a UAP fitted on first use), whose seconds are ``setup_seconds``."""
 
     x_adv: torch.Tensor
     logits: torch.Tensor
@@ -189,6 +190,7 @@ class AttackResult:
     iterations: torch.Tensor | None = None
     queries: torch.Tensor | None = None
     seconds: float = 0.0
+    setup_seconds: float = 0.0
 
 
 class _Logits:
@@ -257,6 +259,7 @@ class Attack:
         self.last_target: torch.Tensor | None = None
         self.last_iterations: torch.Tensor | None = None
         self.last_queries: torch.Tensor | None = None
+        self.last_setup_seconds = 0.0
         self._clean: torch.Tensor | None = None
         self._logits: _Logits | None = None
 
@@ -274,6 +277,10 @@ class Attack:
         target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def reset(self, stage: str) -> None:
+        """Called by the evaluation loop when a stage starts ("validate" every validation epoch, "test"): an
+        attack that fits itself to the model (UAP) refits for this stage. No-op here."""
 
     def keep_logits(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
         """Inside :meth:`perturb`: ``logits`` are the model's on the images returned for ``rows`` (indices or a
@@ -341,6 +348,7 @@ class Attack:
             raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
         x, y = x.detach(), y.to(x.device)
         self.last_success = self.last_logits = self.last_target = self.last_iterations = self.last_queries = None
+        self.last_setup_seconds = 0.0
         self._clean, self._logits = clean_logits, _Logits(len(x))
         synchronize(x.device)
         start = time.perf_counter()
@@ -361,6 +369,7 @@ class Attack:
         finally:
             self._clean, self._logits = None, None
         synchronize(x.device)
+        seconds = time.perf_counter() - start
         return AttackResult(
             x_adv,
             self.last_logits,
@@ -368,7 +377,8 @@ class Attack:
             self.last_target,
             self.last_iterations,
             self.last_queries,
-            time.perf_counter() - start,
+            seconds - self.last_setup_seconds,
+            self.last_setup_seconds,
         )
 
     def __call__(
@@ -415,3 +425,6 @@ class Wrapper(Attack):
     @property
     def clean_on_failure(self) -> bool:
         return self.attack.clean_on_failure
+
+    def reset(self, stage: str) -> None:
+        self.attack.reset(stage)

@@ -55,6 +55,9 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    #: A targeted run's goal: reach the ``"target"`` class, or only leave the true class (``"misclassified"``,
+    #: EBD-2's rule in the comprehensive paper) while still descending towards the target.
+    goal = "target"
 
     def __init__(
         self,
@@ -115,7 +118,7 @@ class PGD(Attack):
         for t in range(self.steps):
             progress.step(t, self.steps)
             grad, logits = input_gradient(model, x_adv, y, target)
-            met = goal_met(logits.argmax(1), y, target)
+            met = goal_met(logits.argmax(1), y, target if self.goal == "target" else None)
             if self.keep_successful:
                 best = torch.where(per_example(met, x), x_adv, best)
                 best_logits = logits if best_logits is None else torch.where(met[:, None], logits, best_logits)
@@ -128,7 +131,9 @@ class PGD(Attack):
         if todo.any():
             with torch.no_grad():
                 logits = model(x_adv[todo])
-            met[todo] = goal_met(logits.argmax(1), y[todo], None if target is None else target[todo])
+            met[todo] = goal_met(
+                logits.argmax(1), y[todo], None if target is None or self.goal != "target" else target[todo]
+            )
             self.keep_logits(todo, logits)
         first = torch.where(met & (first > self.steps), self.steps, first)
         self.last_iterations = first

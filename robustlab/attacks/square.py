@@ -76,8 +76,9 @@ class Square(Attack):
     * ``norm="l2"``: start from a 5x5 grid of ring blocks, then move L2 mass between two random
       windows (Alg. 3 of the paper), keeping ``||delta||_2 = eps``.
     * Window side ``s = round(sqrt(p * h * w))`` with ``p`` falling from ``p_init`` (0.8) by halves
-      after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 (rescaled to ``n_queries``
-      when ``rescale_schedule``; AutoAttack does not rescale).
+      after iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of a 10,000-query schedule,
+      rescaled to ``n_queries`` when ``rescale_schedule`` (default, as the Square paper's code and
+      torchattacks; AutoAttack runs its own Square unrescaled, and so does robustlab's AutoAttack).
 
     Windows and signs are drawn per example from its seed. The search runs ``n_queries - 2``
     iterations per example (after the clean prediction and the start point); a proposal that leaves
@@ -95,7 +96,7 @@ class Square(Attack):
         norm: str = "linf",
         n_queries: int = 5000,
         p_init: float = 0.8,
-        rescale_schedule: bool = False,
+        rescale_schedule: bool = True,
     ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm, ("linf", "l2"))

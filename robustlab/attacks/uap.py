@@ -8,6 +8,7 @@ from robustlab.attacks.base import Attack, check_count, check_eps, check_images,
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.errors import RobustlabError
 from robustlab.success import goal_met
+from robustlab.utils import timed
 
 
 class UAP(Attack):
@@ -25,7 +26,8 @@ class UAP(Attack):
     ``v`` with the highest fooling rate seen. ``fit_fooling_rate`` and ``fit_passes`` record it.
 
     Calling the attack applies ``v``; an unfitted attack first fits itself on the validation split
-    of ``fit_data`` (a datamodule; the first ``fit_size`` samples), disjoint from the test split
+    of ``fit_data`` (a datamodule; the first ``fit_size`` samples; the training split when it attacks
+    validation batches, see :meth:`reset`), disjoint from the test split
     it is then evaluated on. Where ``v`` does not fool an example the clean image is returned,
     so MR on a test split is the held-out fooling rate.
 
@@ -59,6 +61,7 @@ class UAP(Attack):
         self.chunk = check_count(chunk, "chunk")
         self.fit_data, self.fit_size = fit_data, None if fit_size is None else check_count(fit_size, "fit_size")
         self.perturbation: torch.Tensor | None = None
+        self.fit_split, self._self_fitted = "val", False
         self.fit_fooling_rate: float | None = None
         self.fit_passes = 0
 
@@ -136,6 +139,14 @@ class UAP(Attack):
             return float("nan")
         return self._fooled(model, x[correct], y.to(x.device)[correct], self.perturbation.to(x)).float().mean().item()
 
+    def reset(self, stage: str) -> None:
+        """A new stage: a perturbation this attack fitted itself is dropped, to be refitted on the current model,
+        on the split disjoint from the one scored: the training split when validation batches are attacked (during
+        training), the validation split when test batches are. A perturbation given by :meth:`fit` is kept."""
+        if self._self_fitted:
+            self.perturbation, self._self_fitted = None, False
+        self.fit_split = "train" if stage == "validate" else "val"
+
     def _fit_on_data(self, model: nn.Module, device: torch.device) -> None:
         if self.fit_data is None:
             raise RobustlabError(
@@ -143,7 +154,7 @@ class UAP(Attack):
                 "call uap.fit(model, x_fit, y_fit) first or give it fit_data (a datamodule)",
             )
         self.fit_data.setup()
-        split = self.fit_data.val_set
+        split = self.fit_data.unaugmented_train_set() if self.fit_split == "train" else self.fit_data.val_set
         n = len(split) if self.fit_size is None else min(self.fit_size, len(split))
         items = [split[i] for i in range(n)]
         x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(device)
@@ -152,7 +163,8 @@ class UAP(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         if self.perturbation is None:
-            self._fit_on_data(model, x.device)
+            self.last_setup_seconds = timed(lambda: self._fit_on_data(model, x.device), x.device)
+            self._self_fitted = True
         if self.perturbation.shape[1:] != x.shape[1:]:
             raise RobustlabError(
                 f"UAP was fitted on images shaped {tuple(self.perturbation.shape[1:])}, got {tuple(x.shape[1:])}",

@@ -89,6 +89,13 @@ class ImageDataModule(L.LightningDataModule):
             test = Subset(test, range(min(self.test_size, len(test))))
         self.test_set = Indexed(test)
 
+    def unaugmented_train_set(self) -> Dataset:
+        """The training split without augmentation, as ``(x, y, i)`` (``i``: the position in the split)."""
+        if self.train_set is None:
+            self.setup("fit")
+        inner = self.train_set.dataset
+        return Indexed(Subset(self.load("val"), inner.indices)) if isinstance(inner, Subset) else self.train_set
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             self.train_set,

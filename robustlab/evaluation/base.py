@@ -16,7 +16,8 @@ from robustlab.evaluation.record import BatchRecord, LayerRequests
 class Context:
     """What an evaluation may use: the ``trainer`` and evaluated ``module`` (in eval mode while evaluating),
     the ``classifier`` it wraps (whose layers are read), the ``datamodule``, the ``stage`` ("test" or
-    "validate"), the ``attacks`` run on every batch, the run's ``seed`` and the ``baseline`` model (or None)."""
+    "validate"), the ``attacks`` run on every batch, the run's ``seed``, the ``baseline`` model (or None) and the
+    number of ``draws`` each image set is scored on (more than 1 for a randomised model)."""
 
     trainer: L.Trainer
     module: nn.Module
@@ -27,6 +28,7 @@ class Context:
     seed: int
     baseline: nn.Module | None
     requests: LayerRequests
+    draws: int = 1
 
     @property
     def device(self) -> torch.device:

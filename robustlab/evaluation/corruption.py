@@ -32,7 +32,9 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class Corruption(Evaluation):
     """Errors under ``corruptions`` x ``severities`` (``params`` table), clean errors and, when ``perturbations``
     are given, flip probabilities over sequences of ``sequence_length`` frames. The run's baseline model, when
-    given, normalises mCE, RmCE and mFR (Hendrycks); without it they are unnormalised (the CIFAR convention).
+    given, normalises mCE, RmCE and mFR (Hendrycks); without it they are unnormalised (the CIFAR convention:
+    the mean over corruptions x severities, or with ``severity_reduction="sum"`` the comprehensive paper's Eq. 12,
+    the sum over severities averaged over corruptions).
     mCE and RmCE come from the :class:`~robustlab.metrics.MCE` metric: the mean over the benchmark corruptions and
     the severities evaluated here (held-out corruptions are reported, not averaged).
 
@@ -49,13 +51,16 @@ class Corruption(Evaluation):
         perturbations=(),
         sequence_length: int = 10,
         frost_textures: str = "procedural",
+        severity_reduction: str = "mean",
     ):
         self.corruptions, self.severities = tuple(corruptions), tuple(int(s) for s in severities)
         self.params, self.perturbations, self.sequence_length = params, tuple(perturbations), int(sequence_length)
-        self.frost_textures = frost_textures
+        self.frost_textures, self.severity_reduction = frost_textures, severity_reduction
 
     def setup(self, context: Context) -> None:
-        self.ce = MCE(corruptions=self.corruptions, severities=max(self.severities)).to(context.device)
+        self.ce = MCE(
+            corruptions=self.corruptions, severities=max(self.severities), severity_reduction=self.severity_reduction
+        ).to(context.device)
         self.fr = MFR(perturbations=self.perturbations).to(context.device) if self.perturbations else None
         self.baseline = context.baseline
 

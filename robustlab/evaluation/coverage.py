@@ -41,10 +41,7 @@ def training_images(datamodule) -> Dataset:
             "no robustlab datamodule to profile neuron bounds on",
             "pass the coverage evaluation profile= a NeuronProfile or its file",
         )
-    if datamodule.train_set is None:
-        datamodule.setup("fit")
-    inner = datamodule.train_set.dataset
-    return Subset(datamodule.load("val"), inner.indices) if isinstance(inner, Subset) else datamodule.train_set
+    return datamodule.unaugmented_train_set()
 
 
 def profile_training_split(

@@ -13,6 +13,7 @@ from robustlab.attacks.base import Attack
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
+from robustlab.models.base import randomized
 from robustlab.progress import Progress
 from robustlab.utils import eval_mode
 
@@ -40,8 +41,10 @@ class EvaluationLoop(L.Callback):
     Per batch it runs the evaluated module in eval mode (each submodule's own mode restored afterwards): the
     clean logits come from the test step itself, hooked when evaluations read layer outputs; each attack runs
     once, seeded per example from ``seed`` and the sample index (so results do not depend on batch size or
-    process count), and hands back its images, logits, success and counts. No evaluation reads another's
-    state. ``timings`` sums, over processes, the seconds each attack and evaluation took. Needs
+    process count), and hands back its images, logits, success and counts. A randomised model
+    (:func:`~robustlab.models.base.randomized`) is scored at the test stage on ``draws`` independent forward
+    passes of every image set (:meth:`BatchRecord.draw_logits`). No evaluation reads another's state.
+    ``timings`` sums, over processes, the seconds each attack and evaluation took. Needs
     ``Trainer(inference_mode=False)`` when there are attacks."""
 
     def __init__(
@@ -52,6 +55,7 @@ class EvaluationLoop(L.Callback):
         seed: int = 0,
         progress: bool = True,
         baseline: nn.Module | None = None,
+        draws: int = 1,
     ):
         super().__init__()
         self.attacks = dict(attacks or {})
@@ -64,6 +68,7 @@ class EvaluationLoop(L.Callback):
                 )
             evaluation.name = evaluation.name or name
         self.stages, self.seed, self.progress, self.baseline = tuple(stages), int(seed), progress, baseline
+        self.draws = int(draws)
         self.results: dict[str, dict] = {}
         self.timings: dict[str, dict[str, float]] = {}
         self._requests = LayerRequests()
@@ -74,6 +79,9 @@ class EvaluationLoop(L.Callback):
 
     def _start(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         self._requests = LayerRequests()
+        self._draws = self.draws if stage == "test" and randomized(module) else 1
+        for attack in self.attacks.values():
+            attack.reset(stage)
         if self.baseline is not None:
             self.baseline = self.baseline.to(module.device).eval()
         self._context = Context(
@@ -86,6 +94,7 @@ class EvaluationLoop(L.Callback):
             self.seed,
             self.baseline,
             self._requests,
+            self._draws,
         )
         for evaluation in self.evaluations.values():
             evaluation.setup(self._context)
@@ -99,6 +108,15 @@ class EvaluationLoop(L.Callback):
         if self._requests.layers:
             self._capture = self._requests.hooked()
             self._store = self._capture.__enter__()
+
+    def _score_draws(self, module: nn.Module, record: BatchRecord) -> dict[str, torch.Tensor]:
+        """``{image set: (D, B, classes)}`` logits of ``D`` draws of a randomised model: the step's clean pass and
+        ``D - 1`` more for the clean images, ``D`` fresh passes for each attack's images."""
+        with torch.no_grad():
+            draws = {CLEAN: torch.stack([record.clean_logits, *(module(record.x) for _ in range(self._draws - 1))])}
+            for name, result in record.attacks.items():
+                draws[name] = torch.stack([module(result.x_adv) for _ in range(self._draws)])
+        return draws
 
     def _end_capture(self) -> dict | None:
         """Remove the clean-pass hooks; the outputs they recorded, if any."""
@@ -131,6 +149,8 @@ class EvaluationLoop(L.Callback):
                     results[name] = attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
                 self._spent["attacks"][name] += results[name].seconds
             record = BatchRecord(stage, x, y, idx, seeds, clean_logits, results, module, self._requests, self.baseline)
+            if self._draws > 1:
+                record.draws = self._score_draws(module, record)
             if store is not None:
                 record.add_outputs(CLEAN, store)
             for name, evaluation in self.evaluations.items():

@@ -1,7 +1,7 @@
 """The batch record: everything the evaluation loop computed on one test (or validation) batch, shared by
 every evaluation, and the layer outputs it computes at most once per image set, on request."""
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from robustlab.attacks.base import AttackResult
 from robustlab.errors import RobustlabError
-from robustlab.metrics.coverage import neuron_values
+from robustlab.metrics.coverage import append_output, neuron_values, recording
 
 CLEAN = "clean"
 
@@ -40,35 +40,17 @@ class LayerRequests:
     @contextmanager
     def hooked(self) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
         """While active, each requested layer's output (detached) goes into the yielded ``{form: {layer:
-        output}}``; a layer may run once per forward pass."""
+        output}}`` (a layer called several times per forward: concatenated, see ``append_output``)."""
         store: dict[str, dict[str, torch.Tensor]] = {"raw": {}, "neurons": {}}
 
-        def hook(name: str) -> Callable:
-            def record(module, args, output):
-                if not isinstance(output, torch.Tensor):
-                    raise RobustlabError(
-                        f"layer {name!r} returns {type(output).__name__}, not a tensor",
-                        "select layers whose output is one tensor",
-                    )
-                if name in store["raw"] or name in store["neurons"]:
-                    raise RobustlabError(
-                        f"layer {name!r} ran twice in one forward pass",
-                        "select layers that run once per forward (not a shared activation module)",
-                    )
-                out = output.detach()
-                if "raw" in self.forms[name]:
-                    store["raw"][name] = out.clone()
-                if "neurons" in self.forms[name]:
-                    store["neurons"][name] = neuron_values(out).clone()
+        def keep(name: str, out: torch.Tensor) -> None:
+            if "raw" in self.forms[name]:
+                append_output(store["raw"], name, out.clone())
+            if "neurons" in self.forms[name]:
+                append_output(store["neurons"], name, neuron_values(out).clone())
 
-            return record
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.layers.items()]
-        try:
+        with recording(self.layers, keep):
             yield store
-        finally:
-            for h in handles:
-                h.remove()
 
 
 @dataclass
@@ -79,7 +61,11 @@ class BatchRecord:
 
     :meth:`layer_outputs` gives the requested layers' outputs of the clean set or of one attack's set, from one
     hooked forward pass per set, shared by every reader and dropped once each reader has taken it;
-    :meth:`baseline_logits` the baseline model's logits on the clean images, computed once."""
+    :meth:`baseline_logits` the baseline model's logits on the clean images, computed once.
+
+    A randomised model is scored on several draws: :meth:`draw_logits` gives ``(D, B, classes)`` logits of ``D``
+    independent forward passes of the clean images or of an attack's images (``D = 1``, the clean logits and the
+    attack's own logits, for a deterministic model)."""
 
     stage: str
     x: torch.Tensor
@@ -91,12 +77,19 @@ class BatchRecord:
     model: nn.Module
     requests: LayerRequests = field(default_factory=LayerRequests)
     baseline: nn.Module | None = None
+    draws: dict[str, torch.Tensor] | None = None
     _outputs: dict[str, list] = field(default_factory=dict)
     _baseline_logits: torch.Tensor | None = None
 
     @property
     def clean_pred(self) -> torch.Tensor:
         return self.clean_logits.argmax(1)
+
+    def draw_logits(self, name: str) -> torch.Tensor:
+        """``(D, B, classes)``: the logits of the ``D`` scoring draws of image set ``name`` ("clean" or an attack)."""
+        if self.draws is not None:
+            return self.draws[name]
+        return (self.clean_logits if name == CLEAN else self.attacks[name].logits)[None]
 
     def images(self, name: str) -> torch.Tensor:
         """The clean images (``name="clean"``) or attack ``name``'s adversarial images."""

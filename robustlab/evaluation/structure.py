@@ -39,7 +39,9 @@ class Structure(Evaluation):
     Randomness (EBD directions, ENI noise) is seeded per sample from the run's seed and its index, so results do
     not depend on batch size or process count. ``results``: ``EBD`` and ``EBD_censored``, ``EBD2`` (a dict, see
     :class:`EBD2`), ``ENI`` and ``ENI_skipped``, ``NeuronUncertainty`` (layer -> value), ``NeuronSensitivity``
-    (attack -> layer -> value), ``n_samples`` and ``seconds`` (per metric, summed over processes: EBD and EBD-2
+    (attack -> layer -> value; a sentence saying why it does not apply when the model runs a layer on several
+    inputs per image, as RC's vote does: the neuron metrics then read every one of those inputs),
+    ``n_samples`` and ``seconds`` (per metric, summed over processes: EBD and EBD-2
     are searches as costly as attacks).
     """
 
@@ -78,10 +80,12 @@ class Structure(Evaluation):
             metrics["ENI"] = ENI(**opts["ENI"])
         self.metrics = nn.ModuleDict(metrics).to(context.device)
         self.seconds = {name: 0.0 for name in self.metrics}
+        self.count, self.unpaired = 0, 0
 
     def update(self, record: BatchRecord) -> None:
         m, parts = self.metrics, list(self.metrics)
         clean = record.layer_outputs(CLEAN, self.names)
+        self.count += len(record.x)
         for i, name in enumerate(parts):
             start = time.perf_counter()
             with progress.part(i, len(parts)):
@@ -89,7 +93,11 @@ class Structure(Evaluation):
                     m[name].update(clean)
                 elif name == "NeuronSensitivity":
                     for attack in record.attacks:
-                        m[name][attack].update(clean, record.layer_outputs(attack, self.names))
+                        adversarial = record.layer_outputs(attack, self.names)
+                        if any(len(o) != len(record.x) for o in clean.values()):
+                            self.unpaired = len(next(iter(clean.values()))) // len(record.x)
+                        else:
+                            m[name][attack].update(clean, adversarial)
                 elif name == "EBD":
                     m[name].update(self.model, record.x, record.seeds, clean_logits=record.clean_logits)
                 elif name == "EBD2":
@@ -100,11 +108,19 @@ class Structure(Evaluation):
 
     def results(self) -> dict:
         m = self.metrics
-        counts = synced_states(m["NeuronUncertainty"])["count"]
+        sensitivity = (
+            {a: to_python(s.compute()) for a, s in m["NeuronSensitivity"].items()}
+            if not self.unpaired
+            else {
+                a: f"not applicable: the model runs its layers on {self.unpaired} inputs per image (a vote), so no "
+                "layer output pairs one clean image with its adversarial example"
+                for a in m["NeuronSensitivity"]
+            }
+        )
         results = {
             "NeuronUncertainty": to_python(m["NeuronUncertainty"].compute()),
-            "NeuronSensitivity": {a: to_python(s.compute()) for a, s in m["NeuronSensitivity"].items()},
-            "n_samples": int(counts),
+            "NeuronSensitivity": sensitivity,
+            "n_samples": int(summed(self.count, self.device)),
         }
         if "EBD" in m:
             results["EBD_censored"] = int(synced_states(m["EBD"])["censored"])

@@ -9,7 +9,8 @@ from robustlab.metrics.functional import ratio
 class AAW(AttackMetric):
     """Adversarial accuracy under a white-box attack (comprehensive paper Eq. 8, "the percentage of
     adversarial examples classified correctly"): the share of *all* samples classified correctly both clean
-    and under the attack, i.e. the report's ``robust_accuracy``. ``total`` is the exact sample count."""
+    and under the attack, i.e. the report's ``robust_accuracy``. ``total`` is the exact sample count. Eq. 8 as
+    printed counts ``F(x_adv) != y``, the errors: a typo against the text's definition, which is followed."""
 
     higher_is_better = True
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from robustlab.errors import RobustlabError
 from robustlab.metrics.functional import ratio
 from robustlab.success import attack_success
 
@@ -37,12 +38,21 @@ class SuccessMean(AttackMetric):
     or classified as the target: :func:`~robustlab.success.attack_success`, as in MR), DEEPSEC's denominator for
     ACAC, ACTC, ALD_p, ASS, PSD, NTE, RGB and RIC. Subclasses implement :meth:`values`; with ``keys`` set, they return
     one column per key and :meth:`compute` a dict. A NaN value (undefined for that example) is left out of
-    its column's average, with a warning. No successful example gives NaN and a warning."""
+    its column's average, with a warning. No successful example gives NaN and a warning.
+
+    ``over="all"`` averages over every example instead (the comprehensive paper's Eq. 10-11 for ACTC and NTE
+    divide by all n); the default ``"successful"`` is DEEPSEC's."""
 
     keys: tuple[str, ...] | None = None
 
-    def __init__(self, **kwargs):
+    def __init__(self, over: str = "successful", **kwargs):
         super().__init__(**kwargs)
+        if over not in ("successful", "all"):
+            raise RobustlabError(
+                f"unknown {type(self).__name__} denominator over={over!r}",
+                "use over=successful (DEEPSEC) or over=all (every example)",
+            )
+        self.over = over
         shape = () if self.keys is None else (len(self.keys),)
         self.add_state("total", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
@@ -61,6 +71,8 @@ class SuccessMean(AttackMetric):
 
     def update(self, model, x, x_adv, y, clean_logits, adv_logits, target=None) -> None:
         ok = attack_success(clean_logits.argmax(1), adv_logits.argmax(1), y, target)
+        if self.over == "all":
+            ok = torch.ones_like(ok)
         if not ok.any():
             return
         v = self.values(model, x[ok], x_adv[ok], y[ok], adv_logits[ok], None if target is None else target[ok])

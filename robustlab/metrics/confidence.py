@@ -6,7 +6,9 @@ from robustlab.metrics.functional import adversarial_class_confidence, noise_tol
 
 class ACAC(SuccessMean):
     """Average confidence of the adversarial class, ``(1/m) sum_i P(x_adv_i)_{F(x_adv_i)}`` over the m
-    successful adversarial examples (DEEPSEC Sec. II-B; comprehensive paper Eq. 9)."""
+    successful adversarial examples (DEEPSEC Sec. II-B; comprehensive paper Eq. 9). Eq. 9 prints ``P_{y_i}``,
+    the true class: a typo that the paper's own text ("confidence towards the incorrect class") and DEEPSEC
+    contradict, so the predicted (adversarial) class is used."""
 
     higher_is_better = True  # for the attacker
 
@@ -16,7 +18,8 @@ class ACAC(SuccessMean):
 
 class ACTC(SuccessMean):
     """Average confidence of the true class, ``(1/m) sum_i P(x_adv_i)_{y_i}`` over the m successful
-    adversarial examples (DEEPSEC Sec. II-B; comprehensive paper Eq. 10)."""
+    adversarial examples (DEEPSEC Sec. II-B). The comprehensive paper's Eq. 10 averages over all n examples:
+    ``ACTC(over="all")``."""
 
     higher_is_better = False  # for the attacker
 
@@ -26,8 +29,10 @@ class ACTC(SuccessMean):
 
 class NTE(SuccessMean):
     """Noise tolerance estimation, ``(1/m) sum_i [P(x_adv_i)_{F(x_adv_i)} - max_{j != F(x_adv_i)}
-    P(x_adv_i)_j]`` over the m successful adversarial examples (DEEPSEC Sec. II-B; comprehensive paper
-    Eq. 11)."""
+    P(x_adv_i)_j]`` over the m successful adversarial examples (DEEPSEC Sec. II-B). The comprehensive paper's
+    Eq. 11 averages over all n examples (``NTE(over="all")``) and takes the gap at the clean prediction
+    ``F(x_i)``, a typo: the tolerance is of the adversarial example, so its own prediction ``F(x_adv_i)`` is used,
+    as DEEPSEC does."""
 
     higher_is_better = True  # for the attacker
 

@@ -19,15 +19,17 @@ class _ErrorTable(Metric):
     averaged, as in Hendrycks & Dietterich) and the severities that received counts, so evaluating a subset
     gives the mean over that subset. Normalised by the baseline when baseline predictions were counted.
     ``mce()`` and ``rmce()`` read the current counts (the synced ones inside ``sync_context()``).
+    ``severities`` (unnormalised only): ``"mean"`` over corruptions x severities (default, the CIFAR-10-C
+    convention) or ``"sum"`` over severities, then the mean over corruptions (the comprehensive paper's Eq. 12).
     """
 
     full_state_update = False
     higher_is_better = False
     is_differentiable = False
 
-    def __init__(self, corruptions=BENCHMARK, severities: int = 5, **kwargs):
+    def __init__(self, corruptions=BENCHMARK, severities: int = 5, severity_reduction: str = "mean", **kwargs):
         super().__init__(**kwargs)
-        self.corruptions = tuple(corruptions)
+        self.corruptions, self.severity_reduction = tuple(corruptions), severity_reduction
         k, s = len(self.corruptions), severities
         for name, shape in (("wrong", (k, s)), ("base_wrong", (k, s)), ("total", (k, s)), ("base_total", (k, s))):
             self.add_state(name, torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
@@ -103,7 +105,7 @@ class _ErrorTable(Metric):
         cells = self._evaluated()
         if cells is None:
             return torch.tensor(float("nan"), dtype=torch.float64)
-        return mean_corruption_error(*self._tables(*cells))
+        return mean_corruption_error(*self._tables(*cells), severities=self.severity_reduction)
 
     def rmce(self) -> torch.Tensor:
         cells = self._evaluated()
@@ -113,7 +115,7 @@ class _ErrorTable(Metric):
         base_clean = (
             ratio(self.base_clean_wrong, self.base_clean_total, "baseline clean error") if base is not None else None
         )
-        return relative_mean_corruption_error(errors, self.clean_error(), base, base_clean)
+        return relative_mean_corruption_error(errors, self.clean_error(), base, base_clean, self.severity_reduction)
 
 
 class MCE(_ErrorTable):

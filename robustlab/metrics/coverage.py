@@ -8,7 +8,7 @@ reduced with ``max`` (logical OR), ``min`` or ``sum``: memory never grows with t
 """
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +62,9 @@ def neuron_values(output: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, torch.Tensor]]:
-    """Record, while active, each layer's (detached, copied, optionally ``reduce``-d) output into the
-    yielded dict. The hooks are removed on exit, also after an error. A layer may run once per forward."""
-    store: dict[str, torch.Tensor] = {}
+def recording(layers: Mapping[str, nn.Module], keep: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+    """While active, every output of each layer in ``layers`` goes, detached, to ``keep(name, output)``. The hooks
+    are removed on exit, also after an error."""
 
     def hook(name):
         def record(module, args, output):
@@ -74,22 +73,42 @@ def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, t
                     f"layer {name!r} returns {type(output).__name__}, not a tensor",
                     "select layers whose output is one tensor",
                 )
-            if name in store:
-                raise RobustlabError(
-                    f"layer {name!r} ran twice in one forward pass",
-                    "select layers that run once per forward (not a shared activation module)",
-                )
-            out = output.detach()
-            store[name] = (reduce(out) if reduce is not None else out).clone()
+            keep(name, output.detach())
 
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
     try:
-        yield store
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+def append_output(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+    """``store[name] = value``, or, for a layer that runs several times in one forward pass (a vote over noisy
+    copies, a shared activation module), the outputs concatenated along the batch dimension."""
+    if name not in store:
+        store[name] = value
+    elif store[name].shape[1:] == value.shape[1:]:
+        store[name] = torch.cat([store[name], value])
+    else:
+        raise RobustlabError(
+            f"layer {name!r} ran several times in one forward pass with outputs shaped {tuple(store[name].shape[1:])}"
+            f" and {tuple(value.shape[1:])}",
+            "select layers whose every call gives outputs of one shape (not a shared activation module)",
+        )
+
+
+@contextmanager
+def hooked(layers: Mapping[str, nn.Module], reduce=None) -> Iterator[dict[str, torch.Tensor]]:
+    """Record, while active, each layer's (detached, copied, optionally ``reduce``-d) output into the
+    yielded dict (a layer called several times per forward: its outputs concatenated, :func:`append_output`)."""
+    store: dict[str, torch.Tensor] = {}
+    with recording(
+        layers, lambda n, out: append_output(store, n, (reduce(out) if reduce is not None else out).clone())
+    ):
+        yield store
 
 
 def layer_outputs(

@@ -26,13 +26,29 @@ def misclassification_ratio(fooled: torch.Tensor, clean_correct: torch.Tensor) -
     return ratio(fooled, clean_correct, "MR")
 
 
-def mean_corruption_error(errors: torch.Tensor, baseline_errors: torch.Tensor | None = None) -> torch.Tensor:
+#: How an unnormalised mCE reduces the severities: "mean" (the CIFAR-10-C convention) or "sum" (Eq. 12).
+SEVERITY_REDUCTIONS = ("mean", "sum")
+
+
+def _unnormalised(table: torch.Tensor, severities: str) -> torch.Tensor:
+    """``mean_{c,s}`` of ``table[c, s]`` (``severities="mean"``) or ``mean_c sum_s`` (``"sum"``)."""
+    if severities not in SEVERITY_REDUCTIONS:
+        raise RobustlabError(
+            f"unknown severity reduction {severities!r}", f"use one of {', '.join(SEVERITY_REDUCTIONS)}"
+        )
+    return table.mean() if severities == "mean" else table.sum(1).mean()
+
+
+def mean_corruption_error(
+    errors: torch.Tensor, baseline_errors: torch.Tensor | None = None, severities: str = "mean"
+) -> torch.Tensor:
     """mCE over an error table ``errors[c, s]`` (corruption c, severity s), Hendrycks & Dietterich 2019,
     Sec. 4: ``CE_c = sum_s E(s,c) / sum_s E_base(s,c)``, ``mCE = mean_c CE_c``. Without a baseline, the
-    unnormalised mean corruption error ``mean_{c,s} E(s,c)`` (the CIFAR-10-C convention)."""
+    unnormalised mean corruption error: ``mean_{c,s} E(s,c)`` (``severities="mean"``, default, the CIFAR-10-C
+    convention, in [0, 1]) or the comprehensive paper's Eq. 12, ``mean_c sum_s E(s,c)`` (``"sum"``)."""
     errors = errors.double()
     if baseline_errors is None:
-        return errors.mean()
+        return _unnormalised(errors, severities)
     return (errors.sum(1) / baseline_errors.double().sum(1)).mean()
 
 
@@ -41,13 +57,14 @@ def relative_mean_corruption_error(
     clean_error: torch.Tensor,
     baseline_errors: torch.Tensor | None = None,
     baseline_clean_error: torch.Tensor | None = None,
+    severities: str = "mean",
 ) -> torch.Tensor:
     """Relative mCE (Hendrycks & Dietterich 2019, Sec. 4): ``RelCE_c = sum_s (E(s,c) - E_clean) /
     sum_s (E_base(s,c) - E_base,clean)``, averaged over c. Without a baseline, the unnormalised
-    ``mean_{c,s} (E(s,c) - E_clean)``."""
+    ``mean_{c,s} (E(s,c) - E_clean)`` (``severities="sum"``: ``mean_c sum_s``, as :func:`mean_corruption_error`)."""
     gap = errors.double() - clean_error.double()
     if baseline_errors is None:
-        return gap.mean()
+        return _unnormalised(gap, severities)
     base_gap = baseline_errors.double() - baseline_clean_error.double()
     return (gap.sum(1) / base_gap.sum(1)).mean()
 
@@ -83,19 +100,25 @@ def noise_tolerance(adv_logits: torch.Tensor) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
+#: The smallest change of a pixel that moves its 8-bit value: half a grey level.
+EIGHT_BIT_CHANGE = 0.5 / 255
+
+
 def lp_distortion(x: torch.Tensor, x_adv: torch.Tensor, normalized: bool = True) -> torch.Tensor:
     """Per-example ``(L0, L2, Linf)`` distortions, shape ``(B, 3)``: the summands of ALD_p.
 
+    L0 counts an entry as changed when its 8-bit value changes, ``|x_adv - x| >= 0.5/255``, in both modes: the
+    float-precision jitter of a tanh round trip (CW2, OptMargin) or a dense sub-grey-level change (DeepFool, BLB)
+    is not a changed pixel (``delta != 0`` once made L0 about 1 for every L2 attack).
     ``normalized=True`` (comprehensive paper Eq. 4, DEEPSEC Sec. II-B): ``||x_adv - x||_p / ||x||_p``, NaN
     where ``||x||_p = 0``. ``normalized=False`` (DEEPSEC's code): raw L2 and Linf of the perturbation, and L0
-    as the fraction of entries whose 8-bit value ``round(255 x)`` changed."""
+    as the fraction of entries changed."""
     x, x_adv = x.double().flatten(1), x_adv.double().flatten(1)
     delta = x_adv - x
-    l2, linf = delta.norm(dim=1), delta.abs().amax(1)
+    l0, l2, linf = (delta.abs() >= EIGHT_BIT_CHANGE).double().sum(1), delta.norm(dim=1), delta.abs().amax(1)
     if not normalized:
-        l0 = ((255 * x_adv).round() != (255 * x).round()).double().mean(1)
-        return torch.stack([l0, l2, linf], 1)
-    dist = torch.stack([(delta != 0).double().sum(1), l2, linf], 1)
+        return torch.stack([l0 / x.shape[1], l2, linf], 1)
+    dist = torch.stack([l0, l2, linf], 1)
     size = torch.stack([(x != 0).double().sum(1), x.norm(dim=1), x.abs().amax(1)], 1)
     return torch.where(size > 0, dist / size.clamp_min(torch.finfo(size.dtype).tiny), torch.nan)
 

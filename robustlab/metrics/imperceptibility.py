@@ -9,10 +9,11 @@ SENSITIVITIES = ("inverse", "one_minus")
 
 class ALDp(SuccessMean):
     """Average Lp distortion for p in {0, 2, inf}, over the successful adversarial examples; ``compute()``
-    returns ``{"L0", "L2", "Linf"}``. ``normalized=True`` (default; comprehensive paper Eq. 4, DEEPSEC
-    Sec. II-B): ``||x_adv - x||_p / ||x||_p`` (an all-zero clean image has none and is left out).
-    ``normalized=False`` (DEEPSEC's code): raw L2 and Linf, and L0 as the fraction of entries whose 8-bit
-    value ``round(255 x)`` changed. See :func:`~robustlab.metrics.functional.lp_distortion`."""
+    returns ``{"L0", "L2", "Linf"}``. An entry counts for L0 when its 8-bit value changes, ``|delta| >=
+    0.5/255``, in both modes. ``normalized=True`` (default; comprehensive paper Eq. 4, DEEPSEC Sec. II-B):
+    ``||x_adv - x||_p / ||x||_p`` (an all-zero clean image has none and is left out). ``normalized=False``
+    (DEEPSEC's code): raw L2 and Linf, and L0 as the fraction of entries changed. See
+    :func:`~robustlab.metrics.functional.lp_distortion`."""
 
     keys = ("L0", "L2", "Linf")
     higher_is_better = False

@@ -13,7 +13,7 @@ from torchmetrics import Metric
 
 from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, random_like
-from robustlab.attacks.pgd import BIM
+from robustlab.attacks.pgd import BIM, PGD
 from robustlab.errors import RobustlabError
 from robustlab.metrics.functional import ratio
 
@@ -179,20 +179,33 @@ class EBD2(Metric):
     examples of ``min_j d_j``), ``per_class`` (``(K,)``, mean ``d_j`` per target class) and
     ``failure_rate``. A failed attack counts as its ``last_iterations`` (``steps + 1`` for BIM/PGD), a
     lower bound, and is counted in ``failures``.
+
+    ``rule``: ``"target"`` (default) counts the iterations until the prediction becomes ``j``; ``"leave"``, the
+    paper's wording, until it leaves ``y`` (the attack still descends towards ``j``; needs a PGD-family attack).
     """
 
     full_state_update = False
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, num_classes: int, attack: Attack | None = None, **kwargs):
+    def __init__(self, num_classes: int, attack: Attack | None = None, rule: str = "target", **kwargs):
         super().__init__(**kwargs)
         self.num_classes = check_count(num_classes, "num_classes", 2)
         attack = attack if attack is not None else BIM(eps=1.0, step=0.01, steps=100)
-        if not attack.targeted:
+        if rule not in ("target", "leave"):
+            raise RobustlabError(
+                f"unknown EBD2 rule {rule!r}", "use rule=target (reach class j) or rule=leave (leave y)"
+            )
+        if rule == "leave" and not isinstance(attack, PGD):
+            raise RobustlabError(
+                f"EBD2 rule=leave needs a PGD-family attack, got {type(attack).__name__}",
+                "give ebd2.attack a BIM, PGD or MIFGSM, or use rule=target",
+            )
+        if not attack.targeted or rule == "leave":
             attack = copy.copy(attack)
             attack.targeted = True
-        self.attack = attack
+            attack.goal = "misclassified" if rule == "leave" else "target"
+        self.attack, self.rule = attack, rule
         k = self.num_classes
         self.add_state("total", torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(k, dtype=torch.long), dist_reduce_fx="sum")

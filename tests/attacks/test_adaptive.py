@@ -131,7 +131,9 @@ def test_adapt_follows_the_flags(standard_model):
     assert adapt(noisy, Noisy(standard_model, 0.3)) is noisy
     assert isinstance(adapt(noisy, Squeezed(Noisy(standard_model, 0.3))), BPDA)
     spsa = SPSA(eps=0.1)
-    assert adapt(spsa, Squeezed(Noisy(standard_model, 0.3))) is spsa
+    assert adapt(spsa, Squeezed(standard_model)) is spsa, "a black-box attack needs no BPDA"
+    decided = adapt(spsa, Squeezed(Noisy(standard_model, 0.3)), eot_samples=7, draws=4)
+    assert isinstance(decided, EOT) and decided.n == 4 and decided.attack is spsa, "black-box: decided on 4 draws"
 
 
 def test_adapt_finds_flags_inside_a_lightning_wrapper(standard_model, mnist_test_batch):

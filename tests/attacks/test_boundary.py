@@ -20,7 +20,7 @@ def _compare_with_foolbox(model, x, y, steps):
     ours = BoundaryAttack(steps=steps)
     x_ours = ours(model, x, y, seeds=torch.arange(len(x)))
     generators = [torch.Generator().manual_seed(i) for i in range(len(x))]
-    start, found, _ = ours._start(model, x, y, generators, torch.zeros(len(x), dtype=torch.long))
+    start, _, found, _ = ours._start(model, x, y, generators, torch.zeros(len(x), dtype=torch.long))
     assert found.all()
     torch.manual_seed(0)
     x_peer = foolbox.attacks.BoundaryAttack(steps=steps).run(

@@ -95,3 +95,32 @@ def test_uap_input_errors_are_one_line(standard_model, mnist_test_batch):
         UAP().fit(standard_model, x * 2 - 1, y)
     with pytest.raises(RobustlabError, match="shaped"):
         UAP(passes=1).fit(standard_model, x, y)(standard_model, x[:, :, :20, :20], y)
+
+
+def test_uap_refits_for_each_stage_on_the_split_it_does_not_score(standard_model, mnist_test_batch, monkeypatch):
+    """Each validation epoch refits on the current model and the training split; the test stage refits on the
+    validation split (once the perturbation fitted on the first validation epoch was reused: stale, in-sample).
+    A perturbation given by ``fit`` survives."""
+    x, y = mnist_test_batch[0][:8], mnist_test_batch[1][:8]
+    data = MNIST5k(val_size=30)
+    attack = UAP(eps=0.3, passes=1, chunk=10, fit_data=data, fit_size=10)
+    fits = []
+    original = UAP.fit
+
+    def fit(self, model, x_fit, y_fit, seeds=None):
+        fits.append(x_fit)
+        return original(self, model, x_fit, y_fit, seeds)
+
+    monkeypatch.setattr(UAP, "fit", fit)
+    data.setup()
+    train_x = torch.stack([data.unaugmented_train_set()[i][0] for i in range(10)])
+    val_x = torch.stack([data.val_set[i][0] for i in range(10)])
+    for stage, expected in (("validate", train_x), ("validate", train_x), ("test", val_x)):
+        attack.reset(stage)
+        result = attack.run(standard_model, x, y)
+        assert torch.equal(fits[-1], expected) and result.setup_seconds > 0 and result.seconds > 0, stage
+    assert len(fits) == 3
+    attack.reset("test")
+    attack.fit(standard_model, val_x, y.new_tensor([data.val_set[i][1] for i in range(10)]))
+    attack.reset("test")
+    assert attack.perturbation is not None and attack.run(standard_model, x, y).setup_seconds == 0

@@ -94,3 +94,36 @@ def test_evaluate_reports_structure(pgd_at_run, tmp_path):
     assert report["n_samples"] == 10 and 0 < report["EBD"] <= 1.0
     assert len(report["EBD2"]["per_class"]) == 10 and 0 <= report["EBD2"]["nearest"] <= report["EBD2"]["EBD2"] <= 4
     assert report["ENI"] > 0 and report["ENI_skipped"] == 0
+
+
+def test_a_vote_model_gets_coverage_and_says_why_sensitivity_does_not_apply(tmp_path):
+    """RC's forward runs its network on many noisy copies: the layer readers take every call's outputs (they
+    once stopped with "ran twice"), and neuron sensitivity, which pairs each clean image with its adversarial
+    example, says it does not apply."""
+    from tests.regression.cases import checkpoint
+
+    s = "evaluations.structure"
+    report = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path,
+            [
+                f"ckpt={checkpoint('rc')}",
+                "logger=none",
+                "progress=false",
+                "suite=[coverage,structure]",
+                "attack=[fgsm]",
+                "data.test_size=20",
+                f"{s}.ebd=false",
+                f"{s}.ebd2=false",
+                f"{s}.eni=false",
+                "eval_draws=2",
+                "eot_samples=2",
+            ],
+        )
+    )
+    assert report["coverage"]["n_samples"] == 20 and 0 < report["coverage"]["clean"]["KMNCov"] <= 1
+    assert report["structure"]["n_samples"] == 20 and all(
+        v > 0 for v in report["structure"]["NeuronUncertainty"].values()
+    )
+    assert report["structure"]["NeuronSensitivity"]["fgsm"].startswith("not applicable: the model runs its layers on")

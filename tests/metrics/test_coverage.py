@@ -145,9 +145,12 @@ def test_hooks_removed_after_use_and_after_errors():
     assert _hooks(net) == 0
     shared = nn.ReLU()
     twice = nn.Sequential(nn.Linear(3, 3), shared, nn.Linear(3, 3), shared)
-    with pytest.raises(RobustlabError, match="ran twice"):
-        layer_outputs(twice, torch.rand(2, 3), select_layers(twice, types=["ReLU"]))
-    assert _hooks(twice) == 0
+    # A layer called twice per forward (a vote over copies, a shared module) gives both calls' outputs.
+    assert layer_outputs(twice, torch.rand(2, 3), select_layers(twice, types=["ReLU"]))["1"].shape == (4, 3)
+    mismatched = nn.Sequential(nn.Linear(3, 3), shared, nn.Linear(3, 5), shared)
+    with pytest.raises(RobustlabError, match="ran several times"):
+        layer_outputs(mismatched, torch.rand(2, 3), select_layers(mismatched, types=["ReLU"]))
+    assert _hooks(twice) == 0 and _hooks(mismatched) == 0
 
 
 def test_state_size_does_not_grow_with_samples():

@@ -9,7 +9,7 @@ from skimage.metrics import structural_similarity
 
 from robustlab import RobustlabError
 from robustlab.metrics import ASS, PSD, ALDp
-from robustlab.metrics.functional import perturbation_sensitivity_distance, ssim
+from robustlab.metrics.functional import lp_distortion, perturbation_sensitivity_distance, ssim
 
 
 def _feed(metric, x, x_adv, fooled=None):
@@ -34,8 +34,9 @@ FOOLED = torch.tensor([True, True, False])  # the third example failed: not aver
 
 def test_aldp_normalized_by_hand():
     result = _feed(ALDp(), X, X_ADV, FOOLED).compute()
-    # example 0: delta (0, .2, 0, .1) against x (.5, .5, 0, 0); example 1: delta (0, .001, 0, 0) against 0.2s
-    assert result["L0"].item() == pytest.approx((2 / 2 + 1 / 4) / 2)
+    # example 0: delta (0, .2, 0, .1) against x (.5, .5, 0, 0); example 1: delta (0, .001, 0, 0) against 0.2s,
+    # below half a grey level, so no changed pixel for L0 (it once counted every nonzero delta)
+    assert result["L0"].item() == pytest.approx((2 / 2 + 0 / 4) / 2)
     assert result["L2"].item() == pytest.approx((math.sqrt(0.05) / math.sqrt(0.5) + 0.001 / 0.4) / 2)
     assert result["Linf"].item() == pytest.approx((0.2 / 0.5 + 0.001 / 0.2) / 2)
 
@@ -128,3 +129,16 @@ def test_no_successful_example_is_nan_with_warning(metric):
     m = _feed(metric(), torch.rand(2, 1, 12, 12), torch.rand(2, 1, 12, 12), torch.tensor([False, False]))
     with pytest.warns(RuntimeWarning, match=f"{metric.__name__}: empty denominator"):
         assert math.isnan(m.compute().item())
+
+
+def test_l0_counts_changed_8_bit_values_not_float_jitter():
+    x = torch.randint(0, 256, (3, 1, 6, 6)).double() / 255
+    jitter = ((torch.tanh(torch.atanh((2 * x - 1) * (1 - 1e-6))) + 1) / 2).float()  # CW2's tanh round trip
+    assert (jitter.double() != x).any()
+    for normalized in (True, False):
+        assert (lp_distortion(x, jitter, normalized)[:, 0] == 0).all(), normalized
+    moved = x.clone()
+    moved[:, 0, 0, :2] = 1 - moved[:, 0, 0, :2]  # two pixels flipped: changed
+    moved[:, 0, 1, 0] += 0.4 / 255  # below half a grey level: the 8-bit value does not change
+    changed = ((255 * moved).round() != (255 * x).round()).double().sum((1, 2, 3))
+    assert torch.equal(lp_distortion(x, moved, normalized=False)[:, 0], changed / 36)
