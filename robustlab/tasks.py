@@ -1,6 +1,8 @@
 """Pieces shared by the train and evaluate tasks: instantiation, checks and loggers."""
 
 import json
+import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from robustlab.errors import RobustlabError
 from robustlab.evaluation import EvaluationLoop
 from robustlab.metrics.attack_metric import AttackMetric
 from robustlab.models.base import ImageClassifier
+from robustlab.utils import atomic_path
 
 
 def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
@@ -74,15 +77,63 @@ def make_loggers(cfg: DictConfig | None) -> list[Logger]:
 @contextmanager
 def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
     """The run's loggers (``cfg.logger``), with the resolved config logged at the start (so a crashed run still
-    has it) and every logger finished in a ``finally``: a run that raised is marked failed, never left open."""
-    loggers = make_loggers(cfg.get("logger"))
-    status = "failed"
+    has it) and every logger finished in a ``finally``: a run that raised is marked failed, never left open. The
+    run directory is locked for the run's duration (:func:`run_lock`)."""
+    with run_lock(Path(cfg.paths.output_dir)):
+        loggers = make_loggers(cfg.get("logger"))
+        status = "failed"
+        try:
+            log_config(loggers, cfg)
+            yield loggers
+            status = "success"
+        finally:
+            finish(loggers, status)
+
+
+LOCK_NAME = ".robustlab.lock"
+
+
+def _alive(pid: int) -> bool:
     try:
-        log_config(loggers, cfg)
-        yield loggers
-        status = "success"
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory/.robustlab.lock`` (this process's pid and host) for the block, so that a second run writing
+    the same directory refuses with one line naming the holder, instead of interleaving its outputs. A lock whose
+    process on this host is gone is stale and taken over. Processes that Lightning's DDP launcher started (a
+    nonzero ``LOCAL_RANK`` or ``RANK``) work under their launcher's lock."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    lock, me = directory / LOCK_NAME, f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pid, _, host = lock.read_text().partition(" ")
+            if host.strip() == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)
+                continue
+            raise RobustlabError(
+                f"the run directory {directory} is in use by process {pid} on {host.strip() or 'an unknown host'} "
+                f"(lock file {lock})",
+                "wait for that run to finish, or give this one another hydra.run.dir",
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
     finally:
-        finish(loggers, status)
+        lock.unlink(missing_ok=True)
 
 
 def make_trainer(cfg: DictConfig, loop: EvaluationLoop, loggers: list[Logger]) -> L.Trainer:
@@ -119,8 +170,10 @@ def finish(loggers: list[Logger], status: str = "success") -> None:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    """Write ``payload`` as JSON, atomically (a crash leaves the old file or none, never a truncated one)."""
+    text = json.dumps(payload, indent=2) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def say(trainer: L.Trainer, message: str) -> None:

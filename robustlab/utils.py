@@ -1,8 +1,11 @@
 """Small helpers shared by attacks, defenses, evaluations and the benchmarks."""
 
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -48,3 +51,25 @@ def to_python(value):
     if isinstance(value, dict):
         return {k: to_python(v) for k, v in value.items()}
     return value.tolist() if value.numel() > 1 else value.item()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` to write to; renamed onto ``path`` when the block succeeds and removed
+    when it fails, so ``path`` is either its old content or the complete new one, never a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_atomic(obj, path: str | Path) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -1,10 +1,14 @@
 """Bad input on the command line gets one line naming the problem and the fix, never a traceback."""
 
 import pickle
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from robustlab.tasks import LOCK_NAME
 from tests.helpers import run_cli
 
 
@@ -129,3 +133,24 @@ def test_a_bad_value_in_a_sweep_is_one_line(tmp_path):
         "unknown attack option 'nope'",
     )
     assert not any(tmp_path.iterdir())
+
+
+def test_a_second_run_in_a_locked_run_directory_refuses_and_loses_nothing(pgd_at_run, tmp_path):
+    """A live process holds the run directory's lock: the second evaluation names it, exits 2 and leaves the
+    directory's report alone; a lock left by a dead process is taken over."""
+    summary, _ = pgd_at_run
+    report = tmp_path / "report.json"
+    report.write_text('{"kept": true}\n')
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(f"{holder.pid} {socket.gethostname()}")
+        args = [f"ckpt={summary['checkpoint']}", "attack=[fgsm]", "data.test_size=10", "logger=none"]
+        result = run_cli("evaluate.py", *args, f"hydra.run.dir={tmp_path}")
+        _assert_one_line_error(result, "in use by process", str(holder.pid), "another hydra.run.dir")
+        assert report.read_text() == '{"kept": true}\n'
+    finally:
+        holder.kill()
+        holder.wait()
+    result = run_cli("evaluate.py", *args, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "attacks" in report.read_text() and not (tmp_path / LOCK_NAME).exists()

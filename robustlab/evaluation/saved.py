@@ -8,6 +8,7 @@ import torch.distributed as dist
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.record import BatchRecord
 from robustlab.success import attack_success
+from robustlab.utils import save_atomic
 
 
 class SavedExamples(Evaluation):
@@ -56,8 +57,7 @@ class SavedExamples(Evaluation):
             return
         rows = {k: torch.cat([s[k] for s in shards]) for k in shards[0]}
         order = rows["idx"].argsort()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v[order] for k, v in rows.items()}, self.directory / f"{name}.pt")
+        save_atomic({k: v[order] for k, v in rows.items()}, self.directory / f"{name}.pt")
 
     def results(self) -> None:
         if self.active:

@@ -19,7 +19,7 @@ from torchmetrics import Metric
 
 from robustlab.errors import RobustlabError
 from robustlab.metrics.functional import ratio
-from robustlab.utils import eval_mode
+from robustlab.utils import eval_mode, save_atomic
 
 DEFAULT_TYPES = ("Conv2d", "Linear")
 
@@ -165,7 +165,7 @@ class NeuronProfile:
         )
 
     def save(self, path: str | Path) -> None:
-        torch.save(
+        save_atomic(
             {
                 "layers": list(self.layers),
                 "sizes": list(self.layers.values()),
