@@ -39,6 +39,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
             "pass a .ckpt written by robustlab's train.py",
         )
+    weights = ckpt["state_dict"].items()
+    bad = [k for k, v in weights if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise RobustlabError(
+            f"{path} has NaN or infinite weights in {len(bad)} tensor(s), first {', '.join(bad[:3])}",
+            "evaluate a checkpoint of a run that trained without diverging (lower the learning rate and retrain)",
+        )
     upgrade(ckpt[META_KEY])
     return ckpt
 

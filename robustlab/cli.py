@@ -1,8 +1,10 @@
 """Command-line plumbing: one-line errors for bad overrides and bad input, never a traceback."""
 
 import functools
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -13,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from robustlab.errors import RobustlabError
+from robustlab.tasks import Stopped
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,13 +78,35 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = [a for a in argv if not a.startswith("-")]
     overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
+    multirun = bool({"-m", "--multirun"} & set(argv))
     try:
-        runs = sweep_variants(overrides) if {"-m", "--multirun"} & set(argv) else [overrides]
+        runs = sweep_variants(overrides) if multirun else [overrides]
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             for run in runs:
                 compose(config_name=config_name, overrides=run)
+            hydra_overrides = [a for a in args if a.startswith("hydra.")]
+            hydra = compose(config_name=config_name, overrides=[*runs[0], *hydra_overrides], return_hydra_config=True)
+            output = Path(hydra.hydra.sweep.dir if multirun else hydra.hydra.run.dir)
     except (HydraException, OmegaConfBaseException) as err:
         fail(describe_config_error(err, Path(sys.argv[0]).name))
+    problem = unwritable(output)
+    if problem:
+        fail(f"cannot write the run directory {output} ({problem}); fix: choose a writable one with hydra.run.dir=...")
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why ``directory`` could not be created and written to, or None; tried in its nearest existing ancestor with
+    a temporary folder that is removed again, so nothing is left behind."""
+    ancestor = directory.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is not a directory"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".robustlab-check-"))
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 def robustlab_cause(err: BaseException | None) -> RobustlabError | None:
@@ -101,6 +126,9 @@ def one_line_errors(task):
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
+        except Stopped as stop:
+            print(f"stopped: received {stop}; outputs already written are kept", file=sys.stderr)
+            sys.exit(128 + stop.signum)
         except Exception as err:
             cause = robustlab_cause(err)
             if cause is None:

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,7 +81,7 @@ def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
     """The run's loggers (``cfg.logger``), with the resolved config logged at the start (so a crashed run still
     has it) and every logger finished in a ``finally``: a run that raised is marked failed, never left open. The
     run directory is locked for the run's duration (:func:`run_lock`)."""
-    with run_lock(Path(cfg.paths.output_dir)):
+    with run_lock(Path(cfg.paths.output_dir)), stop_on_signals():
         loggers = make_loggers(cfg.get("logger"))
         status = "failed"
         try:
@@ -88,6 +90,34 @@ def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
             status = "success"
         finally:
             finish(loggers, status)
+
+
+class Stopped(BaseException):
+    """Raised by :func:`stop_on_signals` in the middle of whatever runs, to unwind the task at once (a
+    ``BaseException``, so no ``except Exception`` on the way swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Stopped` at once. Lightning only notes a SIGTERM and stops at the
+    next batch boundary, which for a long batch (PixelDefend purification, EOT attacks) can be many minutes
+    away; its own handler still runs first (it forwards the signal to DDP workers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 LOCK_NAME = ".robustlab.lock"

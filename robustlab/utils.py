@@ -1,5 +1,6 @@
 """Small helpers shared by attacks, defenses, evaluations and the benchmarks."""
 
+import errno
 import os
 import tempfile
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchmetrics import Metric
+
+from robustlab.errors import RobustlabError
 
 
 @contextmanager
@@ -53,19 +56,35 @@ def to_python(value):
     return value.tolist() if value.numel() > 1 else value.item()
 
 
+#: What to do when writing an output fails with one of these errors (``{dir}``: the output's folder).
+WRITE_ERRORS = {
+    errno.ENOSPC: "free disk space under {dir}, or write the run elsewhere (hydra.run.dir=...)",
+    errno.EDQUOT: "free space in your quota under {dir}, or write the run elsewhere (hydra.run.dir=...)",
+    errno.EACCES: "choose a writable output directory (hydra.run.dir=...)",
+    errno.EPERM: "choose a writable output directory (hydra.run.dir=...)",
+    errno.EROFS: "choose an output directory on a writable file system (hydra.run.dir=...)",
+}
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path next to ``path`` to write to; renamed onto ``path`` when the block succeeds and removed
     when it fails, so ``path`` is either its old content or the complete new one, never a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in WRITE_ERRORS:
+            raise
+        raise RobustlabError(
+            f"cannot write {path}: {err.strerror or err}", WRITE_ERRORS[err.errno].format(dir=path.parent)
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
 
 

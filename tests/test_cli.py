@@ -1,15 +1,19 @@
 """Bad input on the command line gets one line naming the problem and the fix, never a traceback."""
 
+import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from robustlab.tasks import LOCK_NAME
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
+from tests.regression.cases import checkpoint
 
 
 class _Payload:
@@ -154,3 +158,32 @@ def test_a_second_run_in_a_locked_run_directory_refuses_and_loses_nothing(pgd_at
     result = run_cli("evaluate.py", *args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "attacks" in report.read_text() and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_sigterm_stops_an_evaluation_mid_batch(tmp_path):
+    """SIGTERM in the middle of a long attack: the process stops within seconds (not at the end of the batch),
+    with one line, status 143, its loggers finished and its run-directory lock released."""
+    args = [f"ckpt={checkpoint('standard')}", "attack=[pgd_linf]", "attack.pgd_linf.steps=1000000", "logger=none"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "evaluate.py", *args, "data.test_size=20", "progress=false", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.startswith("evaluating"):
+                break
+        time.sleep(3)  # inside the attack's batch by now
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        start = time.perf_counter()
+        _, stderr = proc.communicate(timeout=60)
+        waited = time.perf_counter() - start
+    finally:
+        proc.kill()
+    print(f"stopped {waited:.1f} s after SIGTERM")
+    lines = [line for line in stderr.splitlines() if line.startswith(("stopped", "error", "Traceback"))]
+    assert (
+        proc.returncode == 128 + signal.SIGTERM
+        and lines == [lines[0]]
+        and lines[0].startswith("stopped: received SIGTERM")
+    )
+    assert waited < 15 and not (tmp_path / LOCK_NAME).exists() and not (tmp_path / "report.json").exists()

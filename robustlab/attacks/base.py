@@ -72,7 +72,9 @@ def input_gradient(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradient w.r.t. ``x`` only (parameter grads untouched) of the objective an attack ascends,
-    and the logits: the summed cross-entropy on ``y``, or minus the one on ``target`` if given."""
+    and the logits: the summed cross-entropy on ``y``, or minus the one on ``target`` if given. A model whose
+    output does not depend on ``x`` through the graph (a detached input) gives a zero gradient, as masked
+    gradients do, instead of an error."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
     loss = (
@@ -80,7 +82,9 @@ def input_gradient(
         if target is None
         else -F.cross_entropy(logits, target, reduction="sum")
     )
-    (grad,) = torch.autograd.grad(loss, x)
+    if not loss.requires_grad:
+        return torch.zeros_like(x), logits.detach()
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True, materialize_grads=True)
     return grad, logits.detach()
 
 

@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from robustlab.errors import RobustlabError
+
 
 class Indexed(Dataset):
     """Yield ``(x, y, i)``: ``i`` is the sample's index in its split, used for exact counting
@@ -62,6 +64,12 @@ class ImageDataModule(L.LightningDataModule):
         threat: dict | None = None,
     ):
         super().__init__()
+        for key, value in (("train_size", train_size), ("test_size", test_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise RobustlabError(
+                    f"data.{key} must be a positive number of images, got {value!r}",
+                    f"set data.{key}=N with N >= 1, or data.{key}=null for the whole split",
+                )
         self.family, self.threat = family, dict(threat or {})
         self.root, self.batch_size = root, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -85,6 +93,8 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set = Indexed(Subset(pool, train_idx))
         self.val_set = Indexed(Subset(self.load("val"), order[: self.val_size]))
         test = self.load("test")
+        if len(test) == 0:
+            raise RobustlabError(f"{self.describe()} has an empty test split", "point the data config at images")
         if self.test_size is not None:
             test = Subset(test, range(min(self.test_size, len(test))))
         self.test_set = Indexed(test)

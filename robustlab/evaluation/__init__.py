@@ -3,6 +3,7 @@
 
 from robustlab.evaluation.attacks import AttackEvaluation
 from robustlab.evaluation.base import Context, Evaluation
+from robustlab.evaluation.checks import Checks
 from robustlab.evaluation.corruption import Corruption
 from robustlab.evaluation.coverage import Coverage
 from robustlab.evaluation.defense import DefenseUtility
@@ -15,6 +16,7 @@ from robustlab.evaluation.structure import Structure
 __all__ = [
     "AttackEvaluation",
     "BatchRecord",
+    "Checks",
     "Context",
     "Corruption",
     "Coverage",
