@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from robustlab.errors import RobustlabError
 from robustlab.tasks import write_json
 from robustlab.utils import atomic_path, save_atomic
 
@@ -12,9 +13,12 @@ from robustlab.utils import atomic_path, save_atomic
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "report.json"
     write_json(path, {"a": 1})
-    with pytest.raises(OSError), atomic_path(path) as tmp:
+    with pytest.raises(RobustlabError, match="No space left on device.*fix: free disk space"), atomic_path(path) as tmp:
         tmp.write_text('{"a": 2, "trunc')
         raise OSError(28, "No space left on device")
+    with pytest.raises(ValueError), atomic_path(path) as tmp:
+        tmp.write_text("{")
+        raise ValueError("not an I/O error: passed on as it is")
     assert json.loads(path.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
