@@ -17,35 +17,44 @@ INFERENCE_PREFIX = "inference."
 DATA_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "data"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``train.py`` without executing any pickled code."""
+def safe_load(path: str | Path, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: a missing file, a pickled payload or a file that is not
+    PyTorch's is a one-line :class:`RobustlabError` naming ``what`` the file should be and ending in ``fix``."""
     path = Path(path)
     if not path.is_file():
-        raise RobustlabError(f"checkpoint not found: {path}", "pass ckpt= the path that train.py printed")
+        raise RobustlabError(f"{what} not found: {path}", fix)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise RobustlabError(
             f"{path} holds pickled Python objects, refused unloaded (weights_only=True)",
-            "use a checkpoint written by robustlab's train.py, or re-save plain tensors",
+            "re-save plain tensors (torch.save(model.state_dict(), path)) or use a robustlab checkpoint",
         ) from None
     except Exception as err:  # torch.load raises many types on foreign files
         reason = (str(err).splitlines() or [type(err).__name__])[0]
-        raise RobustlabError(
-            f"{path} is not a readable PyTorch checkpoint ({reason})", "pass a .ckpt written by robustlab's train.py"
-        ) from None
-    if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
-        raise RobustlabError(
-            f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
-            "pass a .ckpt written by robustlab's train.py",
-        )
-    weights = ckpt["state_dict"].items()
-    bad = [k for k, v in weights if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+        raise RobustlabError(f"{path} is not a readable PyTorch {what} ({reason})", fix) from None
+
+
+def check_finite(weights: dict[str, Any], path: str | Path) -> None:
+    """A one-line error if a floating-point tensor of ``weights`` holds NaN or infinity."""
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
     if bad:
         raise RobustlabError(
             f"{path} has NaN or infinite weights in {len(bad)} tensor(s), first {', '.join(bad[:3])}",
-            "evaluate a checkpoint of a run that trained without diverging (lower the learning rate and retrain)",
+            "evaluate weights of a run that trained without diverging (lower the learning rate and retrain)",
         )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by ``train.py`` without executing any pickled code."""
+    ckpt = safe_load(path, "checkpoint", "pass ckpt= the path of a .ckpt that train.py printed")
+    if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
+        raise RobustlabError(
+            f"{path} is not a robustlab checkpoint (no '{META_KEY}' metadata)",
+            "pass a .ckpt written by robustlab's train.py, or other weights as model=<architecture> weights=PATH "
+            "(README, Evaluating any model)",
+        )
+    check_finite(ckpt["state_dict"], path)
     upgrade(ckpt[META_KEY])
     return ckpt
 

@@ -1,4 +1,5 @@
-"""The evaluate task: rebuild a model from its checkpoint alone and evaluate it on its test split."""
+"""The evaluate task: a model from a checkpoint or any other source (robustlab.models.sources), evaluated on the
+test split of its own or any other data."""
 
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,13 @@ from torch import nn
 
 from robustlab.attacks.adaptive import EVAL_DRAWS
 from robustlab.checkpoint import META_KEY, build_model, load_model, read_checkpoint
+from robustlab.cli import robustlab_cause
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
+from robustlab.leaderboard import robustbench_entry
 from robustlab.models.base import detector
+from robustlab.models.sources import describe, load_weights
 from robustlab.tasks import (
     adapted,
     check_compatible,
@@ -28,23 +32,50 @@ from robustlab.tasks import (
 )
 
 #: The top-level report keys the task itself writes; evaluations own the others.
-HEADER = ("checkpoint", "defense_name", "data", "model", "seed", "world_size", "attack_params", "adaptive", "timings")
+HEADER = (
+    "checkpoint",
+    "defense_name",
+    "data",
+    "model",
+    "model_source",
+    "seed",
+    "world_size",
+    "attack_params",
+    "adaptive",
+    "timings",
+    "robustbench",
+)
+NO_DATA = (
+    "add data=<name>: cifar10, mnist5k, svhn, imagenet data.root=DIR, folder data.root=DIR or tensors data.path=F "
+    "(a checkpoint brings its own)"
+)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate ``cfg.ckpt`` on its own test split under ``cfg.attack``, the attack-utility metrics
+    """Evaluate the model of ``cfg.ckpt`` (a ``train.py`` checkpoint) or of ``cfg.model`` (+ ``cfg.weights``) on the
+    test split of ``cfg.data`` (by default the checkpoint's own) under ``cfg.attack``, the attack-utility metrics
     ``cfg.metric`` and the suite's ``cfg.evaluations`` (each one's results go to ``report[<name>]``); write
     ``report.json`` into ``cfg.paths.output_dir`` and return the report."""
-    if not cfg.get("ckpt"):
-        raise RobustlabError("no checkpoint given", "run python evaluate.py ckpt=PATH with the path train.py printed")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt = read_checkpoint(cfg.ckpt)
-    meta = ckpt[META_KEY]
-    data_cfg = OmegaConf.merge(meta["data"], _given(plain(cfg.get("data") or {})))
+    ckpt = read_checkpoint(cfg.ckpt) if cfg.get("ckpt") else None
+    meta = ckpt[META_KEY] if ckpt else None
+    given = _given(plain(cfg.get("data") or {}))
+    if "_target_" in given:  # a data source replaces the checkpoint's data
+        data_cfg = OmegaConf.create(given)
+    elif meta is not None:
+        data_cfg = OmegaConf.merge(meta["data"], given)
+    else:
+        raise RobustlabError("no data given for a model without a checkpoint", NO_DATA)
     with open_dict(cfg):
         cfg.data = data_cfg
-    datamodule = instantiate(data_cfg)
-    net = build_model(ckpt)
+    datamodule = unwrapped(instantiate, data_cfg)
+    net, source = _model(cfg, ckpt, datamodule)
+    return run(cfg, net, datamodule, source, defense=(meta or {}).get("defense"))
+
+
+def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], defense: str | None = None) -> dict:
+    """The evaluation shared by :func:`evaluate` and :func:`robustlab.evaluate_model`: ``net`` on ``datamodule``'s
+    test split under ``cfg``'s attacks, metrics and evaluations; ``source`` is the report's ``model_source``."""
     check_compatible(net, datamodule)
     module = RobustClassifier(net)
     configured = make_attacks(cfg.get("attack"))
@@ -65,29 +96,103 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         trainer = make_trainer(cfg, loop, loggers)
         say(
             trainer,
-            f"evaluating {cfg.ckpt} ({meta.get('defense')}) on {datamodule.describe()} test split, "
+            f"evaluating {_origin(source)} ({defense or source['source']}) on {datamodule.describe()} test split, "
             f"attacks: {', '.join(attacks) or 'none'}",
         )
         trainer.test(module, datamodule=datamodule, verbose=False)
         results = loop.results["test"]
+        attack_params = {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}
         report = {
-            "checkpoint": str(Path(cfg.ckpt).resolve()),
-            "defense_name": meta.get("defense"),
+            "checkpoint": source["path"] if source["source"] == "checkpoint" else None,
+            "defense_name": defense,
             "data": datamodule.name,
-            "model": meta["model"].get("_target_"),
+            "model": source.get("target"),
+            "model_source": source,
             "seed": int(cfg.seed),
             "world_size": trainer.world_size,
             **{k: results[k] for k in AttackEvaluation.sections if k in results},
-            "attack_params": {k: plain(v) for k, v in (cfg.get("attack") or {}).items()},
+            "attack_params": attack_params,
             "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
             **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
             "timings": loop.timings["test"],
         }
-        if trainer.is_global_zero:
+        report["robustbench"] = robustbench_entry(report, datamodule, source)
+        if trainer.is_global_zero and cfg.get("write_report", True):
             write_json(report_path, report)
-            log_run_info(loggers, {"checkpoint": report["checkpoint"], "report": str(report_path.resolve())})
+            log_run_info(
+                loggers, {"model": source.get("path") or source.get("name"), "report": str(report_path.resolve())}
+            )
     say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}"]))
     return report
+
+
+def _origin(source: dict[str, Any]) -> str:
+    return str(source.get("path") or source.get("name") or source["source"])
+
+
+def unwrapped(factory, *args, **kwargs):
+    """``factory(*args, **kwargs)``, with a :class:`RobustlabError` that Hydra's ``instantiate`` wrapped raised bare."""
+    try:
+        return factory(*args, **kwargs)
+    except Exception as err:
+        cause = robustlab_cause(err)
+        if cause is None or cause is err:
+            raise
+        raise cause from None
+
+
+def _model(cfg: DictConfig, ckpt: dict | None, datamodule) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to evaluate (``ckpt``'s, or ``cfg.model``'s with ``cfg.weights``) and the report's record of it;
+    a model config's null ``num_classes`` / ``in_chans`` take the data's."""
+    if ckpt is not None:
+        if cfg.get("model") or cfg.get("weights"):
+            raise RobustlabError(
+                "both ckpt= and model=/weights= given", "give ckpt=PATH alone, or model=<source> (with weights=W.pt)"
+            )
+        target = ckpt[META_KEY]["model"].get("_target_")
+        return build_model(ckpt), describe("checkpoint", path=cfg.ckpt, target=target)
+    if not cfg.get("model"):
+        raise RobustlabError(
+            "no model given",
+            "run python evaluate.py ckpt=PATH with the path train.py printed, or model=<source> (README, "
+            "Evaluating any model)",
+        )
+    node = plain(cfg.model)
+    for key, value in (("num_classes", datamodule.num_classes), ("in_chans", datamodule.in_channels)):
+        if key in node and node[key] is None:
+            node[key] = value
+    target = node["_target_"]
+    kind = SOURCES.get(target, "architecture")
+    weights = cfg.get("weights")
+    if weights and kind in ("torchscript", "onnx", "robustbench"):
+        raise RobustlabError(f"weights= given for model={kind}, which carries its own", "drop weights=")
+    if not weights and (kind == "architecture" or (kind in ("timm", "torchvision") and not node.get("pretrained"))):
+        raise RobustlabError(
+            f"model {target} has no weights given (its parameters would be random)",
+            "add weights=W.pt (a state dict or .safetensors)"
+            + (" or model.pretrained=true" if kind in ("timm", "torchvision") else ""),
+        )
+    net = unwrapped(instantiate, node)
+    if weights:
+        load_weights(net, weights)
+    fields = {k: node.get(k) for k in ("name", "threat_model", "dataset", "target", "path")}
+    if kind == "robustbench":
+        fields["path"] = str(Path(node["model_dir"]) / node["dataset"] / node["threat_model"] / f"{node['name']}.pt")
+    return net.eval(), describe(kind, weights=weights, **{"target": target, **fields})
+
+
+#: The model configs' factories and the source name the report gives them.
+SOURCES = {
+    f"robustlab.models.sources.{fn}": name
+    for fn, name in (
+        ("custom", "custom"),
+        ("torchscript", "torchscript"),
+        ("onnx", "onnx"),
+        ("timm_model", "timm"),
+        ("torchvision_model", "torchvision"),
+        ("robustbench_model", "robustbench"),
+    )
+}
 
 
 def _evaluations(cfg: DictConfig, net: nn.Module) -> dict[str, Evaluation]:

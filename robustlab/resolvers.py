@@ -19,6 +19,27 @@ from robustlab.errors import RobustlabError
 
 FAMILIES = ("mnist", "cifar", "imagenet")
 BUDGETS = ("linf", "l2", "l1", "linf_step", "l2_step", "l1_step", "deepsec_linf", "deepsec_linf_step")
+#: A family's budgets, for data that states its family but not (all of) its ``threat`` (a folder, a tensor file):
+#: those of configs/data/mnist.yaml and cifar10.yaml; ImageNet's Linf 4/255 (RobustBench) and L2 3.0 (Madry et
+#: al.'s robustness library), with DEEPSEC's Linf family at the same 4/255.
+FAMILY_BUDGETS = {
+    "mnist": dict(
+        linf=0.3, l2=2.0, l1=10.0, linf_step=0.01, l2_step=0.1, l1_step=1.0, deepsec_linf=0.3, deepsec_linf_step=0.05
+    ),
+    "cifar": dict(
+        linf=8 / 255,
+        l2=0.5,
+        l1=12.0,
+        linf_step=2 / 255,
+        l2_step=0.05,
+        l1_step=1.2,
+        deepsec_linf=0.1,
+        deepsec_linf_step=0.01,
+    ),
+    "imagenet": dict(
+        linf=4 / 255, l2=3.0, linf_step=1 / 255, l2_step=0.3, deepsec_linf=4 / 255, deepsec_linf_step=1 / 255
+    ),
+}
 
 
 def _data(root: DictConfig) -> tuple[Any, str]:
@@ -27,14 +48,18 @@ def _data(root: DictConfig) -> tuple[Any, str]:
 
 
 def budget(key: str, factor: float = 1.0, *, _root_: DictConfig) -> float:
-    """``${budget:key[,factor]}``: ``factor`` times the data config's ``threat.<key>``."""
+    """``${budget:key[,factor]}``: ``factor`` times the data config's ``threat.<key>`` (when the data states
+    none, its family's: :data:`FAMILY_BUDGETS`)."""
     data, name = _data(_root_)
     value = (data.get("threat") or {}).get(key)
+    if value is None:
+        value = FAMILY_BUDGETS.get(data.get("family"), {}).get(key)
     if value is None:
         raise RobustlabError(
             f"data {name} states no {key} budget",
             f"set data.threat.{key}=<value> (a data config lists its budgets under threat: "
-            f"{', '.join(BUDGETS)}), or the attack's own eps and step on the command line",
+            f"{', '.join(BUDGETS)}), or data.family=<{'|'.join(FAMILIES)}> for its family's, or the attack's own "
+            "eps and step on the command line",
         )
     return float(value) * factor if factor != 1.0 else value
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -28,17 +29,44 @@ from robustlab.utils import atomic_path
 
 
 def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
-    """Fail at start-up, with one line, if the model cannot take the data's images or labels."""
-    if not isinstance(model, ImageClassifier):
-        return
-    want = (model.in_channels, model.image_size, model.num_classes)
+    """Fail at start-up, with one line naming both sides, if the model cannot take the data's images or labels: a
+    robustlab classifier by the sizes it records, any other model by one forward pass on two blank images. A data set
+    whose classes are only inferred from its labels (a folder, a tensor file) fits a model with at least as many."""
     have = (data.in_channels, data.image_size, data.num_classes)
-    if want != have:
+    inferred = not getattr(data, "exact_classes", True)
+    if isinstance(model, ImageClassifier):
+        want = (model.in_channels, model.image_size, model.num_classes)
+        if want[:2] == have[:2] and (want[2] == have[2] or (inferred and want[2] >= have[2])):
+            return
         raise RobustlabError(
             f"model {type(model).__name__} expects {want[0]}x{want[1]}x{want[1]} images and {want[2]} classes but "
             f"data {data.name} has {have[0]}x{have[1]}x{have[1]} and {have[2]}",
             f"pick a model made for {data.name} (model=mnist_cnn for 1x28x28, model=resnet20 for 3x32x32) or set "
             f"model.in_channels={have[0]} model.image_size={have[1]} model.num_classes={have[2]}",
+        )
+    shape = f"{have[0]}x{have[1]}x{have[1]}"
+    fix = f"set data.image_size / data.channels to what the model takes, or give the model made for {data.name}"
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, have[0], have[1], have[1], device=device))
+    except Exception as err:  # whatever the foreign model raises on a wrong shape
+        reason = ([line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__])[-1][:200]
+        raise RobustlabError(f"the model cannot take the {data.name} data's {shape} images ({reason})", fix) from None
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or out.ndim != 2:
+        got = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise RobustlabError(
+            f"the model returns {got} for 2 images of the {data.name} data, not logits of shape (2, classes)",
+            "wrap the model so that forward returns one row of logits per image",
+        )
+    classes = out.shape[1]
+    if classes != have[2] and not (inferred and classes >= have[2]):
+        raise RobustlabError(
+            f"the model has {classes} classes but the {data.name} data has {have[2]}",
+            f"set model.num_classes={have[2]}, or data.num_classes={classes} if the data uses the model's indices",
         )
 
 

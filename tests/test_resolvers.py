@@ -63,7 +63,7 @@ def test_the_command_line_still_overrides_one_attack(tmp_path):
 @pytest.mark.parametrize(
     "overrides, key",
     [
-        (["data._target_=torch.utils.data.Dataset", "~data.threat"], "data.threat.linf"),
+        (["data._target_=torch.utils.data.Dataset", "~data.threat", "data.family=satellite"], "data.threat.linf"),
         (["data._target_=torch.utils.data.Dataset", "~data.family"], "data.family"),
     ],
 )
@@ -73,6 +73,14 @@ def test_unknown_data_family_names_the_key_to_set(tmp_path, overrides, key):
         OmegaConf.to_container(cfg, resolve=True)
     message = str(robustlab_cause(err.value))
     assert f"fix: set {key}=" in message and "\n" not in message
+
+
+def test_a_family_without_budgets_gets_the_familys():
+    from robustlab.resolvers import FAMILY_BUDGETS
+
+    root = OmegaConf.create({"data": {"family": "imagenet", "threat": {"l2": 1.0}}, "eps": "${budget:linf}"})
+    assert root.eps == FAMILY_BUDGETS["imagenet"]["linf"] == 4 / 255
+    assert OmegaConf.create({**root, "eps": "${budget:l2}"}).eps == 1.0
 
 
 def test_evaluation_reads_the_checkpoints_budgets_and_takes_a_new_one(tmp_path):
