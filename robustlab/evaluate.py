@@ -15,6 +15,7 @@ from robustlab.cli import robustlab_cause
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
+from robustlab.evaluation.journal import Journal, run_key
 from robustlab.leaderboard import robustbench_entry
 from robustlab.models.base import detector
 from robustlab.models.sources import describe, load_weights
@@ -57,6 +58,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``cfg.metric`` and the suite's ``cfg.evaluations`` (each one's results go to ``report[<name>]``); write
     ``report.json`` into ``cfg.paths.output_dir`` and return the report."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    resume = cfg.get("resume") or False
+    if not isinstance(resume, bool):  # resume=DIR: continue the run in DIR
+        if not Path(str(resume)).is_dir():
+            raise RobustlabError(
+                f"resume={resume} is not a run directory", "give resume= the run directory to continue"
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(resume)
     ckpt = read_checkpoint(cfg.ckpt) if cfg.get("ckpt") else None
     meta = ckpt[META_KEY] if ckpt else None
     given = _given(plain(cfg.get("data") or {}))
@@ -90,7 +99,11 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
         progress=cfg.get("progress", True),
         baseline=baseline,
         draws=cfg.get("eval_draws", EVAL_DRAWS),
+        journal=_journal(cfg, source) if cfg.get("journal", True) and cfg.get("write_report", True) else None,
+        resume=bool(cfg.get("resume")),
     )
+    if loop.resume and loop.journal_options is not None:
+        _check_journal(cfg, loop.journal_options)
     report_path = Path(cfg.paths.output_dir) / "report.json"
     with logged_run(cfg) as loggers:
         trainer = make_trainer(cfg, loop, loggers)
@@ -100,6 +113,8 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
             f"attacks: {', '.join(attacks) or 'none'}",
         )
         trainer.test(module, datamodule=datamodule, verbose=False)
+        if loop.skipped:
+            say(trainer, f"resumed: {loop.skipped} finished batch(es) per process read from the journal")
         results = loop.results["test"]
         attack_params = {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}
         report = {
@@ -124,6 +139,32 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
             )
     say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}"]))
     return report
+
+
+#: Settings that do not change a report's numbers, left out of the journal's key.
+VOLATILE = ("resume", "progress", "paths", "logger", "ckpt", "weights", "write_report", "journal", "trainer", "hydra")
+
+
+def _journal(cfg: DictConfig, source: dict[str, Any]) -> dict[str, Any]:
+    """Where the evaluation journal goes and what identifies the run: the model's file hashes and the resolved
+    config without :data:`VOLATILE` settings and file locations."""
+    config = {k: v for k, v in plain(cfg).items() if k not in VOLATILE}
+    if isinstance(config.get("model"), dict):
+        config["model"] = {k: v for k, v in config["model"].items() if k not in ("path", "model_dir")}
+    model = {k: v for k, v in source.items() if k == "source" or k.endswith("sha256") or k in ("name", "target")}
+    return {"directory": str(Path(cfg.paths.output_dir) / "journal"), "identity": {"model": model, "config": config}}
+
+
+def _check_journal(cfg: DictConfig, options: dict[str, Any]) -> None:
+    """Before the trainer starts (so the error is the only line): rank 0's journal must be of this run. Each
+    process checks its own again when the evaluation starts."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, int | list) and not isinstance(devices, bool):
+        world = (devices if isinstance(devices, int) else len(devices)) * nodes
+        identity = {**options["identity"], "world_size": world, "rank": 0}
+        Journal(options["directory"], run_key(identity), identity).read()
 
 
 def _origin(source: dict[str, Any]) -> str:

@@ -33,10 +33,9 @@ def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
     robustlab classifier by the sizes it records, any other model by one forward pass on two blank images. A data set
     whose classes are only inferred from its labels (a folder, a tensor file) fits a model with at least as many."""
     have = (data.in_channels, data.image_size, data.num_classes)
-    inferred = not getattr(data, "exact_classes", True)
     if isinstance(model, ImageClassifier):
         want = (model.in_channels, model.image_size, model.num_classes)
-        if want[:2] == have[:2] and (want[2] == have[2] or (inferred and want[2] >= have[2])):
+        if want[:2] == have[:2] and _classes_fit(want[2], data, f"model {type(model).__name__}"):
             return
         raise RobustlabError(
             f"model {type(model).__name__} expects {want[0]}x{want[1]}x{want[1]} images and {want[2]} classes but "
@@ -62,12 +61,26 @@ def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
             f"the model returns {got} for 2 images of the {data.name} data, not logits of shape (2, classes)",
             "wrap the model so that forward returns one row of logits per image",
         )
-    classes = out.shape[1]
-    if classes != have[2] and not (inferred and classes >= have[2]):
+    if not _classes_fit(out.shape[1], data, "the model"):
         raise RobustlabError(
-            f"the model has {classes} classes but the {data.name} data has {have[2]}",
-            f"set model.num_classes={have[2]}, or data.num_classes={classes} if the data uses the model's indices",
+            f"the model has {out.shape[1]} classes but the {data.name} data has {have[2]}",
+            f"set model.num_classes={have[2]}, or data.num_classes={out.shape[1]} if the data uses the model's indices",
         )
+
+
+def _classes_fit(classes: int, data: ImageDataModule, model: str) -> bool:
+    """Whether a model of ``classes`` classes fits ``data``'s labels: the same number, or at least as many when the
+    data's classes are only inferred from its labels (a one-line error names the labels that do not fit)."""
+    if classes == data.num_classes:
+        return True
+    if getattr(data, "exact_classes", True):
+        return False
+    if classes >= data.num_classes:
+        return True
+    raise RobustlabError(
+        f"the {data.name} data has labels up to {data.num_classes - 1}, outside {model}'s {classes} classes",
+        f"give labels 0..{classes - 1} (the model's class indices), or a model with {data.num_classes} classes",
+    )
 
 
 def plain(cfg: Any) -> Any:

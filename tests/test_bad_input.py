@@ -85,3 +85,33 @@ def test_a_full_disk_while_writing_the_report(tmp_path, monkeypatch, capsys):
     assert err[0].startswith("error: cannot write") and "No space left on device" in err[0] and "fix:" in err[0]
     assert (tmp_path / "report.json").read_text() == KEPT
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+TENSOR_ROWS = {  # row: (x, y, fragments of the message)
+    "wrong dtype": (torch.zeros(4, 1, 28, 28, dtype=torch.int32), torch.arange(4), ["x is torch.int32"]),
+    "wrong shape": (torch.zeros(4, 28), torch.arange(4), ["x has shape (4, 28), not N images"]),
+    "range outside [0,1]": (torch.full((4, 1, 28, 28), 255.0), torch.arange(4), ["ranges over [255, 255]"]),
+    "labels outside the model's classes": (
+        torch.zeros(4, 1, 28, 28),
+        torch.tensor([0, 3, 9, 12]),
+        ["labels up to 12, outside model TinyCNN's 10 classes"],
+    ),
+    "empty set": (torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), ["holds no images"]),
+}
+
+
+@pytest.mark.parametrize("row", list(TENSOR_ROWS))
+def test_bad_tensor_files(row, tmp_path):
+    x, y, fragments = TENSOR_ROWS[row]
+    torch.save({"x": x, "y": y}, tmp_path / "images.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(KEPT)
+    args = [
+        f"ckpt={checkpoint('standard')}",
+        "data=tensors",
+        f"data.path={tmp_path / 'images.pt'}",
+        "data.family=mnist",
+    ]
+    _assert_one_line_error(run_cli("evaluate.py", *args, "logger=none", f"hydra.run.dir={run}"), *fragments)
+    assert (run / "report.json").read_text() == KEPT

@@ -389,7 +389,7 @@ def test_bad_sources_are_one_line(row, exported, tmp_path):
         "size": ([*ts, "data=tensors", f"data.path={tmp_path / 'rgb.pt'}", "data.family=cifar"],
                  "cannot take the tensors data's 3x32x32 images"),
         "classes": ([*ts, "data=tensors", f"data.path={tmp_path / 'many.pt'}", "data.family=mnist"],
-                    "the model has 10 classes but the tensors data has 13"),
+                    "the tensors data has labels up to 12, outside the model's 10 classes"),
         "budget": ([f"ckpt={ckpt}", "data=tensors", f"data.path={tmp_path / 'gray.pt'}"], "states no linf budget"),
         "no data": (ts, "no data given"),
         "no weights": (["model=mnist_cnn", "data=mnist5k"], "has no weights given"),

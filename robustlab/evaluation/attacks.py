@@ -59,6 +59,8 @@ class AttackEvaluation(Evaluation):
     ``robust_accuracy_worst_draw`` count a sample only if it is correct on every draw; ``MR`` pools the draws;
     the attack-utility metrics read the mean logits over the draws; ``clean.draws`` gives ``D``."""
 
+    journaled = ("metrics",)
+
     sections = ("clean", "attacks", "worst_case")
 
     def __init__(self, metrics: dict[str, AttackMetric] | None = None):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.base import Attack
+from robustlab.evaluation.journal import capture, restore
 from robustlab.evaluation.record import BatchRecord, LayerRequests
 
 
@@ -55,6 +56,9 @@ class Evaluation:
 
     name: str = ""
     sections: tuple[str, ...] | None = None
+    #: The attributes holding what :meth:`update` accumulates (modules of metrics, or plain values), written to the
+    #: evaluation journal after every batch and put back on ``resume`` (:mod:`robustlab.evaluation.journal`).
+    journaled: tuple[str, ...] = ()
 
     def report_sections(self) -> tuple[str, ...]:
         """The top-level ``report.json`` keys this evaluation writes (``sections``, default its name)."""
@@ -65,6 +69,15 @@ class Evaluation:
 
     def update(self, record: BatchRecord) -> None:
         raise NotImplementedError
+
+    def journal_state(self) -> dict[str, Any]:
+        """What :meth:`update` has accumulated so far (the :attr:`journaled` attributes), for the journal."""
+        return {field: capture(getattr(self, field)) for field in self.journaled if hasattr(self, field)}
+
+    def load_journal_state(self, state: dict[str, Any], device: torch.device) -> None:
+        """Put back a :meth:`journal_state` after :meth:`setup`, as if the journaled batches had been updated."""
+        for field, value in state.items():
+            setattr(self, field, restore(getattr(self, field), value, device))
 
     def results(self) -> Any:
         """The report section (plain Python values), reduced over processes; ``None`` for no section."""

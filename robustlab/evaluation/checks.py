@@ -94,6 +94,8 @@ class Checks(Evaluation):
       the gradients mislead (masking).
     """
 
+    journaled = ("probe", "counts", "num_classes")
+
     def setup(self, context: Context) -> None:
         self.model, self.device, self.draws = context.module, context.device, context.draws
         self.randomized, self.preprocessors = randomized(context.classifier), preprocessors(context.classifier)

@@ -43,6 +43,8 @@ class Corruption(Evaluation):
     ``clean_error``, ``normalised``, ``errors[corruption][severity]``, ``flip_probabilities`` and ``n_samples``.
     Images smaller than 32 px are corrupted at 32 px and resized back to the model's input size."""
 
+    journaled = ("ce", "fr")
+
     def __init__(
         self,
         corruptions=CORRUPTIONS,

@@ -65,6 +65,8 @@ class Coverage(Evaluation):
     and ``attacks.<name>`` (the four coverages), ``layers``, ``n_neurons``, ``n_samples``, ``k``, ``top_k`` and
     ``profile`` (where the bounds came from and on how many training images)."""
 
+    journaled = ("metrics", "count")
+
     def __init__(
         self,
         layers: Mapping | None = None,

@@ -15,6 +15,8 @@ class DefenseUtility(Evaluation):
     ``n_samples``, reduced over all processes. Without a baseline it raises at set-up, or, with
     ``required=False`` (``suite=full``), reports ``{"skipped": ...}``."""
 
+    journaled = ("metrics",)
+
     def __init__(self, required: bool = True):
         self.required = required
 

@@ -40,6 +40,8 @@ class Detection(Evaluation):
     share flagged among the successful adversarial examples of correctly classified clean images, ``n`` of them.
     A model without a detector gives no section."""
 
+    journaled = ("rates",)
+
     def setup(self, context: Context) -> None:
         self.detector = detector(context.module)
         self.rates = nn.ModuleDict({"clean": _FlagRate(), **{name: _FlagRate() for name in context.attacks}})

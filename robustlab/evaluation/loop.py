@@ -3,6 +3,7 @@ builds the :class:`~robustlab.evaluation.record.BatchRecord` and hands it to eve
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from robustlab.attacks.base import Attack
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
+from robustlab.evaluation.journal import Journal, run_key
 from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
 from robustlab.models.base import randomized
 from robustlab.progress import Progress
@@ -56,6 +58,8 @@ class EvaluationLoop(L.Callback):
         progress: bool = True,
         baseline: nn.Module | None = None,
         draws: int = 1,
+        journal: Mapping[str, Any] | None = None,
+        resume: bool = False,
     ):
         super().__init__()
         self.attacks = dict(attacks or {})
@@ -73,6 +77,10 @@ class EvaluationLoop(L.Callback):
         self.timings: dict[str, dict[str, float]] = {}
         self._requests = LayerRequests()
         self._capture = None
+        self.journal_options, self.resume = journal, resume
+        self.journal: Journal | None = None
+        self.skipped = self._skip = 0
+        self._rng = None
 
     def _active(self, trainer: L.Trainer, stage: str) -> bool:
         return stage in self.stages and not trainer.sanity_checking
@@ -102,6 +110,39 @@ class EvaluationLoop(L.Callback):
         batches = sum(trainer.num_test_batches if stage == "test" else trainer.num_val_batches)
         tasks = [f"attack {name}" for name in self.attacks] + list(self.evaluations)
         self._progress = Progress(batches, tasks, enabled=self.progress and stage == "test" and trainer.is_global_zero)
+        if stage == "test" and self.journal_options is not None:
+            self._open_journal(trainer)
+
+    def _open_journal(self, trainer: L.Trainer) -> None:
+        """This process's journal; on ``resume``, its evaluations' states, timings and batch count put back."""
+        options = self.journal_options
+        identity = {**options["identity"], "world_size": trainer.world_size, "rank": trainer.global_rank}
+        self.journal = Journal(options["directory"], run_key(identity), identity, trainer.global_rank)
+        self.skipped = self._skip = 0
+        entry = self.journal.read() if self.resume else None
+        if entry is None:
+            return
+        for name, evaluation in self.evaluations.items():
+            evaluation.load_journal_state(entry["states"][name], self._context.device)
+        self._spent = entry["spent"]
+        self.skipped = self._skip = entry["batches"]
+        self._rng = entry["rng"], entry["cuda_rng"]
+
+    def _skipping(self, batch_idx: int) -> bool:
+        """Whether the journal already holds ``batch_idx``; the RNG state is put back before the first batch
+        that it does not, as an uninterrupted run had it there."""
+        if batch_idx < self._skip:
+            return True
+        if self._rng is not None:
+            torch.set_rng_state(self._rng[0])
+            if self._rng[1]:
+                torch.cuda.set_rng_state_all(self._rng[1])
+            self._rng = None
+        return False
+
+    def _write_journal(self, batch_idx: int) -> None:
+        states = {name: evaluation.journal_state() for name, evaluation in self.evaluations.items()}
+        self.journal.write(batch_idx + 1, states, self._spent)
 
     def _batch_start(self, module) -> None:
         """Record the requested layers' outputs during the step's own clean forward pass."""
@@ -211,12 +252,18 @@ class EvaluationLoop(L.Callback):
             self._start(trainer, pl_module, "test")
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if self._active(trainer, "test"):
+        if self._active(trainer, "test") and not self._skipping(batch_idx):
             self._batch_start(pl_module)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self._active(trainer, "test"):
-            self._batch(trainer, pl_module, outputs, batch, "test")
+        if not self._active(trainer, "test"):
+            return
+        if batch_idx < self._skip:
+            self._progress.next_batch()
+            return
+        self._batch(trainer, pl_module, outputs, batch, "test")
+        if self.journal is not None:
+            self._write_journal(batch_idx)
 
     def on_test_epoch_end(self, trainer, pl_module):
         if self._active(trainer, "test"):

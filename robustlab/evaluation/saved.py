@@ -16,6 +16,8 @@ class SavedExamples(Evaluation):
     ``target`` (targeted attacks), ``success`` (as MR counts it), ``clean_pred``, ``adv_pred`` and ``idx``, one row
     per sample sorted by ``idx``, gathered from every process. No report section."""
 
+    journaled = ("rows",)
+
     sections = ()
 
     def __init__(self, directory: str | Path):

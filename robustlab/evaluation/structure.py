@@ -45,6 +45,8 @@ class Structure(Evaluation):
     are searches as costly as attacks).
     """
 
+    journaled = ("metrics", "seconds", "count", "unpaired")
+
     def __init__(
         self,
         layers: Mapping | None = None,
