@@ -1,6 +1,7 @@
 """The train task: fit a defense on a datamodule, save a self-describing checkpoint."""
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 import robustlab
+from robustlab.checkpoint import META_KEY, read_checkpoint
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, EvaluationLoop
 from robustlab.tasks import (
@@ -47,6 +49,10 @@ def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
         cfg.defense.pop("stages", None)
     done = {}
     for field, spec in stages.items():
+        finished = _finished_stage(cfg, field, spec)
+        if cfg.defense.get(field) is None and finished is not None:
+            with open_dict(cfg):
+                cfg.defense[field] = finished
         if cfg.defense.get(field) is None:
             runs = spec if isinstance(spec, list) else [spec]
             names = [f"{field}_{i}" for i in range(len(runs))] if isinstance(spec, list) else [field]
@@ -59,6 +65,7 @@ def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
                     sub.model = run.get("model") or cfg.model
                     sub.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
                     sub.test, sub.attack = False, None
+                    sub.resume = bool(cfg.get("resume")) and (Path(sub.paths.output_dir) / LAST).is_file()
                 path = train(sub, f"{defense}/{name}")["checkpoint"]
                 if path is None:
                     raise RobustlabError(
@@ -70,6 +77,43 @@ def _train_stages(cfg: DictConfig, defense: str) -> dict[str, Any]:
                 cfg.defense[field] = paths if isinstance(spec, list) else paths[0]
         done[field] = plain(cfg.defense)[field]
     return done
+
+
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def _finished_stage(cfg: DictConfig, field: str, spec: Any) -> Any:
+    """On ``resume``, the checkpoint(s) of a stage that finished before the interruption (its ``summary.json`` is
+    written last), so that it is not trained again; None when it must (still) be trained."""
+    if not cfg.get("resume"):
+        return None
+    names = [f"{field}_{i}" for i in range(len(spec))] if isinstance(spec, list) else [field]
+    summaries = [Path(cfg.paths.output_dir) / name / "summary.json" for name in names]
+    if not all(p.is_file() for p in summaries):
+        return None
+    paths = [json.loads(p.read_text())["checkpoint"] for p in summaries]
+    return paths if isinstance(spec, list) else paths[0]
+
+
+def _resume_from(cfg: DictConfig, defense: str) -> str | None:
+    """The checkpoint ``resume=`` continues from (``true``: this run directory's ``checkpoints/last.ckpt``, if any
+    epoch finished; ``PATH``: that file), checked to be a readable robustlab checkpoint of this run's model, data,
+    defense and seed; None to start from the first epoch."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    path = Path(cfg.paths.output_dir) / LAST if resume is True else Path(str(resume))
+    if resume is True and not path.is_file():
+        return None
+    meta = read_checkpoint(path)[META_KEY]
+    mine = {"model": plain(cfg.model), "data": plain(cfg.data), "defense": defense, "seed": int(cfg.seed)}
+    differs = [key for key, value in mine.items() if meta.get(key) != value]
+    if differs:
+        raise RobustlabError(
+            f"resume: {path} was trained with another {' and '.join(differs)}",
+            "resume with the command (model, data, defense, seed) that started the run, or train anew without resume=",
+        )
+    return str(path)
 
 
 def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
@@ -86,6 +130,7 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = instantiate(cfg.defense, net=net, optimizer=optimizer, scheduler=scheduler)
+    resume = _resume_from(cfg, defense)
     module.robustlab_meta = {
         "version": robustlab.__version__,
         "model": plain(cfg.model),
@@ -110,7 +155,9 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
             f"training {defense} on {datamodule.describe()} with {type(net).__name__}, "
             f"validation attacks: {', '.join(attacks) or 'none'}",
         )
-        trainer.fit(module, datamodule=datamodule)
+        if resume:
+            say(trainer, f"resuming from {resume}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         metrics = _scalars(trainer.callback_metrics)
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         ckpt_path = (
