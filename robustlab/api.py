@@ -1,6 +1,7 @@
 """``robustlab.evaluate_model``: evaluate any ``nn.Module`` on tensors or a ``DataLoader`` in one call, through the
 same code path as ``evaluate.py`` (:func:`robustlab.evaluate.run`)."""
 
+import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,15 @@ class Loader(ExternalData):
 
     def test_images(self):
         return self.dataset
+
+
+def state_sha256(model: nn.Module) -> str:
+    """SHA-256 of the model's state dict (names, shapes, dtypes and values), what identifies an in-memory model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def family_of(x: torch.Tensor) -> str:
@@ -120,7 +130,11 @@ def evaluate_model(
         )
         with open_dict(cfg):
             cfg.data = {"family": family, "threat": threat}
-        source = {"source": "python", "target": f"{type(model).__module__}.{type(model).__qualname__}"}
+        source = {
+            "source": "python",
+            "target": f"{type(model).__module__}.{type(model).__qualname__}",
+            "weights_sha256": state_sha256(model),
+        }
         was_training = model.training
         try:
             return run(cfg, model.eval(), make(threat), source)

@@ -1,6 +1,7 @@
 """Outputs are written through a temporary file and a rename: a crash mid-write leaves the old file intact."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -29,3 +30,16 @@ def test_json_and_tensors_land_whole(tmp_path):
     assert json.loads((tmp_path / "sub" / "summary.json").read_text()) == {"b": [1, 2]}
     assert torch.equal(torch.load(tmp_path / "adv" / "fgsm.pt", weights_only=True)["x"], torch.arange(3))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_outputs_keep_the_users_permissions(tmp_path):
+    """mkstemp makes its file 0600; the renamed output gets the mode a plain open() would give it (0666 & ~umask)."""
+    from robustlab.utils import atomic_path
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "report.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o644
