@@ -18,7 +18,7 @@ from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, Evalua
 from robustlab.evaluation.journal import Journal, run_key
 from robustlab.leaderboard import robustbench_entry
 from robustlab.models.base import detector
-from robustlab.models.sources import describe, load_weights
+from robustlab.models.sources import describe, load_weights, robustbench_preprocessing
 from robustlab.tasks import (
     adapted,
     check_compatible,
@@ -71,6 +71,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     given = _given(plain(cfg.get("data") or {}))
     if "_target_" in given:  # a data source replaces the checkpoint's data
         data_cfg = OmegaConf.create(given)
+        model = plain(cfg.get("model")) or {}
+        if given["_target_"] == "robustlab.data.ImageNet" and model.get("_target_") == ROBUSTBENCH:
+            data_cfg.preprocessing = given.get("preprocessing") or robustbench_preprocessing(
+                model["name"], model["threat_model"], model["dataset"]
+            )
     elif meta is not None:
         data_cfg = OmegaConf.merge(meta["data"], given)
     else:
@@ -222,6 +227,7 @@ def _model(cfg: DictConfig, ckpt: dict | None, datamodule) -> tuple[nn.Module, d
     return net.eval(), describe(kind, weights=weights, **{"target": target, **fields})
 
 
+ROBUSTBENCH = "robustlab.models.sources.robustbench_model"
 #: The model configs' factories and the source name the report gives them.
 SOURCES = {
     f"robustlab.models.sources.{fn}": name

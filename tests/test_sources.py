@@ -299,6 +299,13 @@ def test_imagenet_folder_and_robustbench_subset(tmp_path):
     labels = sorted(index[name.split("/")[0]] for name in listed)
     image, label = data.load("test")[1]
     assert image.shape == (3, 224, 224) and label == labels[1] and data.num_classes == 1000 and data.exact_classes
+    assert ImageNet(root=str(tmp_path), preprocessing="BicubicRes256Crop224").load("test")[0][0].shape == (3, 224, 224)
+    assert ImageNet(root=str(tmp_path), preprocessing="Crop288").load("test")[0][0].shape == (3, 288, 288)
+    _one_line(lambda: ImageNet(root=str(tmp_path), preprocessing="Res999"), "data.preprocessing=Res999 is unknown")
+    from robustlab.models.sources import robustbench_preprocessing
+
+    assert robustbench_preprocessing("Wong2020Fast", "Linf", "imagenet") == "Crop288"  # the registry's, per model
+    assert robustbench_preprocessing("Salman2020Do_R18", "Linf", "imagenet") == "Res256Crop224"
     with pytest.raises(RobustlabError, match="lacks 4998 of the 5000 listed images"):
         ImageNet(root=str(tmp_path), subset="robustbench")
 

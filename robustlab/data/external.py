@@ -176,6 +176,7 @@ class Folder(ExternalData):
         classes: list[str] | None = None,
         resize: int | None = None,
         files: list[str] | None = None,
+        interpolation: str = "bilinear",
         **kwargs,
     ):
         super().__init__(root=root, **kwargs)
@@ -184,9 +185,9 @@ class Folder(ExternalData):
             raise RobustlabError(f"data.root={root} is not a directory", "give data.root= a folder of class folders")
         self.in_channels, self.image_size = channels, image_size
         colour = [transforms.Grayscale(1)] if channels == 1 else []
-        self.transform = transforms.Compose(
-            [transforms.Resize(resize or image_size), transforms.CenterCrop(image_size), *colour, transforms.ToTensor()]
-        )
+        mode = transforms.InterpolationMode(interpolation)
+        size = [] if resize == 0 else [transforms.Resize(resize or image_size, interpolation=mode)]
+        self.transform = transforms.Compose([*size, transforms.CenterCrop(image_size), *colour, transforms.ToTensor()])
         self.images = _Folder(self.root, folder_classes(self.root, classes), self.transform)
         if files is not None:
             self._keep(files)
@@ -214,14 +215,31 @@ def _robustbench_file(name: str) -> Path:
     return Path(list(robustbench_spec().submodule_search_locations)[0]) / "helper_files" / name
 
 
+#: RobustBench's ImageNet preprocessings: (resize, interpolation), then a centre crop to the image size (224, or
+#: 288 for ``Crop288``); resize 0: none; a pair: to exactly that size.
+PREPROCESSINGS = {
+    "Res256Crop224": (256, "bilinear", 224),
+    "BicubicRes256Crop224": (256, "bicubic", 224),
+    "Res224": ([224, 224], "bilinear", 224),
+    "Crop288": (0, "bilinear", 288),
+}
+
+
 class ImageNet(Folder):
-    """ImageNet's validation folder (``<root>/val/<wnid>/*.JPEG``, or ``<root>/<wnid>/...``), resized to 256
-    and centre-cropped to 224 (RobustBench's ``Res256Crop224``), with the standard 1000-class indices.
-    ``subset=robustbench`` keeps RobustBench's 5000 evaluation images, in its order."""
+    """ImageNet's validation folder (``<root>/val/<wnid>/*.JPEG``, or ``<root>/<wnid>/...``) with the standard
+    1000-class indices, preprocessed as RobustBench does (``preprocessing``, default ``Res256Crop224``: resize 256,
+    centre crop 224; :data:`PREPROCESSINGS`). ``subset=robustbench`` keeps RobustBench's 5000 evaluation images,
+    in its order."""
 
     name = "imagenet"
 
-    def __init__(self, root: str, subset: str | None = None, image_size: int = 224, resize: int = 256, **kwargs):
+    def __init__(self, root: str, subset: str | None = None, preprocessing: str | None = None, **kwargs):
+        if (preprocessing or "Res256Crop224") not in PREPROCESSINGS:
+            raise RobustlabError(
+                f"data.preprocessing={preprocessing} is unknown", f"use one of {', '.join(PREPROCESSINGS)}"
+            )
+        resize, interpolation, size = PREPROCESSINGS[preprocessing or "Res256Crop224"]
+        self.preprocessing = preprocessing or "Res256Crop224"
         root_path = Path(root) / "val" if (Path(root) / "val").is_dir() else Path(root)
         classes = json.loads(_robustbench_file("imagenet_class_to_id_map.json").read_text())
         files = None
@@ -231,10 +249,6 @@ class ImageNet(Folder):
             raise RobustlabError(f"data.subset={subset} is unknown", "use data.subset=robustbench or null")
         kwargs.setdefault("num_classes", 1000)
         super().__init__(
-            str(root_path),
-            image_size=image_size,
-            resize=resize,
-            classes=sorted(classes, key=classes.get),
-            files=files,
-            **kwargs,
-        )
+            str(root_path), image_size=size, resize=resize, interpolation=interpolation,
+            classes=sorted(classes, key=classes.get), files=files, **kwargs,
+        )  # fmt: skip

@@ -278,6 +278,17 @@ def _download(gdrive_id: str, path: Path) -> None:
     partial.replace(path)
 
 
+def robustbench_preprocessing(name: str, threat_model: str = "Linf", dataset: str = "imagenet") -> str | None:
+    """The ImageNet preprocessing RobustBench's registry gives the model (None: unknown or not ImageNet)."""
+    registry = robustbench_registry()
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    try:
+        return registry[BenchmarkDataset(dataset)][ThreatModel(threat_model)][name].get("preprocessing")
+    except (ValueError, KeyError):
+        return None
+
+
 def robustbench_model(
     name: str, threat_model: str = "Linf", dataset: str = "cifar10", model_dir: str = "models", download: bool = True
 ) -> nn.Module:
