@@ -68,6 +68,20 @@ def kill_after(run_dir, extra=(), batches=2, ranks=1):
     return [done(p) for p in journals]
 
 
+RANDOMISED = [f"ckpt={checkpoint('rt')}", "eot_samples=2", "eval_draws=3", "attack.pgd_linf.steps=3"]
+
+
+def test_killed_randomised_evaluation_resumes_with_its_noise_stream(tmp_path):
+    """A randomised defense (RT) draws from the global RNG: the journal's RNG state makes the resumed draws those
+    of an uninterrupted run."""
+    uninterrupted = evaluate(make_cfg("eval", tmp_path / "full", [*ARGS, *RANDOMISED]))
+    assert uninterrupted["defense_name"] == "rt" and uninterrupted["clean"]["draws"] == 3
+    run = tmp_path / "killed"
+    journaled = kill_after(run, RANDOMISED)
+    assert 2 <= journaled[0] < N // BATCH, journaled
+    assert numbers(evaluate(make_cfg("eval", run, [*ARGS, *RANDOMISED, "resume=true"]))) == numbers(uninterrupted)
+
+
 def test_killed_evaluation_resumes_to_the_uninterrupted_report(uninterrupted, tmp_path):
     journaled = kill_after(tmp_path)
     assert 2 <= journaled[0] < N // BATCH, journaled
