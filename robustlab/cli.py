@@ -127,7 +127,11 @@ def one_line_errors(task):
         try:
             return task(*args, **kwargs)
         except Stopped as stop:
-            print(f"stopped: received {stop}; outputs already written are kept", file=sys.stderr)
+            print(
+                f"stopped: received {stop}; outputs already written are kept; rerun the same command with resume=true "
+                "to continue (evaluation: from the last journaled batch; training: from the last finished epoch)",
+                file=sys.stderr,
+            )
             sys.exit(128 + stop.signum)
         except Exception as err:
             cause = robustlab_cause(err)

@@ -290,11 +290,18 @@ def robustbench_preprocessing(name: str, threat_model: str = "Linf", dataset: st
 
 
 def robustbench_model(
-    name: str, threat_model: str = "Linf", dataset: str = "cifar10", model_dir: str = "models", download: bool = True
+    name: str,
+    threat_model: str = "Linf",
+    dataset: str = "cifar10",
+    model_dir: str = "models",
+    download: bool = True,
+    mean=None,
+    std=None,
 ) -> nn.Module:
     """A RobustBench model: architecture and preprocessing from RobustBench's registry, weights from
     ``<model_dir>/<dataset>/<threat_model>/<name>.pt`` read with robustlab's safe loader (downloaded there first
-    when missing, ``download`` is on and the network allows)."""
+    when missing, ``download`` is on and the network allows). RobustBench's architectures normalise inside;
+    ``mean``/``std`` add a normalisation in front for one that does not."""
     registry = robustbench_registry()
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
@@ -322,8 +329,8 @@ def robustbench_model(
             )
         _download(entry["gdrive_id"], path)
     check_download(path)
-    net = entry["model"]()
-    return load_weights(net, path)
+    net = load_weights(entry["model"](), path)
+    return External(net, mean, std) if mean is not None and std is not None else net
 
 
 def describe(source: str, **fields: Any) -> dict[str, Any]:
