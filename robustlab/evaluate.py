@@ -139,9 +139,8 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
         report["robustbench"] = robustbench_entry(report, datamodule, source)
         if trainer.is_global_zero and cfg.get("write_report", True):
             write_json(report_path, report)
-            log_run_info(
-                loggers, {"model": source.get("path") or source.get("name"), "report": str(report_path.resolve())}
-            )
+            info = {"checkpoint": report["checkpoint"], "model": _origin(source), "report": str(report_path.resolve())}
+            log_run_info(loggers, info)
     say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}"]))
     return report
 
@@ -221,10 +220,10 @@ def _model(cfg: DictConfig, ckpt: dict | None, datamodule) -> tuple[nn.Module, d
     net = unwrapped(instantiate, node)
     if weights:
         load_weights(net, weights)
-    fields = {k: node.get(k) for k in ("name", "threat_model", "dataset", "target", "path")}
+    fields = {k: node.get(k) for k in ("name", "threat_model", "dataset", "path")}
     if kind == "robustbench":
         fields["path"] = str(Path(node["model_dir"]) / node["dataset"] / node["threat_model"] / f"{node['name']}.pt")
-    return net.eval(), describe(kind, weights=weights, **{"target": target, **fields})
+    return net.eval(), describe(kind, weights=weights, target=node.get("target") or target, **fields)
 
 
 ROBUSTBENCH = "robustlab.models.sources.robustbench_model"

@@ -135,6 +135,7 @@ def test_custom_class_with_kwargs(tmp_path, mnist_test):
     )  # fmt: skip
     assert report["clean"]["CA"] == pytest.approx(direct_accuracy(net, *mnist_test), abs=1e-9)
     assert report["model_source"]["source"] == "custom" and report["attacks"]["pgd_linf"]["n_samples"] == N
+    assert report["model"] == "tests.test_sources.SmallNet"
 
 
 def _cifar_like(tmp_path, n=16):
@@ -172,6 +173,7 @@ def test_timm_and_torchvision_by_name(tmp_path, mnist_test):
     reference = nn.Sequential(Normalize((0.485,), (0.229,)), net)
     assert report["clean"]["CA"] == pytest.approx(direct_accuracy(reference, *(t[:20] for t in mnist_test)), abs=1e-9)
     assert report["model_source"]["source"] == "timm" and report["model_source"]["name"] == "resnet18"
+    assert report["model"] == "robustlab.models.sources.timm_model"
 
 
 @pytest.fixture(scope="module")
