@@ -47,9 +47,9 @@ def state_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def family_of(x: torch.Tensor) -> str:
-    """The data family a batch looks like: one channel (digits), ImageNet-size (>= 128 px) or CIFAR-like."""
-    return "mnist" if x.shape[1] == 1 else "imagenet" if x.shape[-1] >= 128 else "cifar"
+def family_of(channels: int, image_size: int) -> str:
+    """The data family images look like: one channel (digits), ImageNet-size (>= 128 px) or CIFAR-like."""
+    return "mnist" if channels == 1 else "imagenet" if image_size >= 128 else "cifar"
 
 
 def attack_configs(names: Sequence[str], norm: str) -> list[str]:
@@ -93,26 +93,18 @@ def evaluate_model(
     ``imagenet``) is guessed from the image shape unless given."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if isinstance(x, DataLoader):
-        first = next(iter(x))[0]
-        family = family or family_of(first)
-        make = lambda threat: Loader(x, family=family, threat=threat, seed=seed)  # noqa: E731
+        data = Loader(x, seed=seed)
     else:
         if y is None:
             raise RobustlabError("evaluate_model(model, x) without labels", "pass y, or a DataLoader of (x, y)")
-        family = family or family_of(x if x.shape[1] in (1, 3) else x.permute(0, 3, 1, 2))
-        make = lambda threat: Tensors(  # noqa: E731
-            x=x.detach().cpu(),
-            y=torch.as_tensor(y).cpu(),
-            eval_batch_size=batch_size,
-            family=family,
-            threat=threat,
-            seed=seed,
-        )
+        data = Tensors(x=x.detach().cpu(), y=torch.as_tensor(y).cpu(), eval_batch_size=batch_size, seed=seed)
+    family = family or family_of(data.in_channels, data.image_size)
     threat = dict(FAMILY_BUDGETS.get(family, {}))
     if eps is not None:
         threat |= {norm: eps, f"{norm}_step": step if step is not None else eps / 4}
         if norm == "linf":
             threat |= {"deepsec_linf": eps, "deepsec_linf_step": step if step is not None else eps / 4}
+    data.family, data.threat = family, threat
     names = attack_configs(attacks, norm)
     args = [f"attack=[{','.join(names)}]", f"metric=[{','.join(metrics)}]", f"seed={seed}", "logger=none"]
     if suite:
@@ -137,6 +129,6 @@ def evaluate_model(
         }
         was_training = model.training
         try:
-            return run(cfg, model.eval(), make(threat), source)
+            return run(cfg, model.eval(), data, source)
         finally:
             model.train(was_training)

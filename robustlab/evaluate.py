@@ -15,7 +15,7 @@ from robustlab.cli import robustlab_cause
 from robustlab.defenses.base import RobustClassifier
 from robustlab.errors import RobustlabError
 from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
-from robustlab.evaluation.journal import Journal, run_key
+from robustlab.evaluation.journal import Journal
 from robustlab.leaderboard import robustbench_entry
 from robustlab.models.base import detector
 from robustlab.models.sources import describe, load_weights, robustbench_preprocessing
@@ -166,9 +166,7 @@ def _check_journal(cfg: DictConfig, options: dict[str, Any]) -> None:
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
     if isinstance(devices, int | list) and not isinstance(devices, bool):
-        world = (devices if isinstance(devices, int) else len(devices)) * nodes
-        identity = {**options["identity"], "world_size": world, "rank": 0}
-        Journal(options["directory"], run_key(identity), identity).read()
+        Journal.of(options, (devices if isinstance(devices, int) else len(devices)) * nodes, 0).read()
 
 
 def _origin(source: dict[str, Any]) -> str:

@@ -234,12 +234,12 @@ class ImageNet(Folder):
     name = "imagenet"
 
     def __init__(self, root: str, subset: str | None = None, preprocessing: str | None = None, **kwargs):
-        if (preprocessing or "Res256Crop224") not in PREPROCESSINGS:
+        preprocessing = preprocessing or "Res256Crop224"
+        if preprocessing not in PREPROCESSINGS:
             raise RobustlabError(
                 f"data.preprocessing={preprocessing} is unknown", f"use one of {', '.join(PREPROCESSINGS)}"
             )
-        resize, interpolation, size = PREPROCESSINGS[preprocessing or "Res256Crop224"]
-        self.preprocessing = preprocessing or "Res256Crop224"
+        resize, interpolation, size = PREPROCESSINGS[preprocessing]
         root_path = Path(root) / "val" if (Path(root) / "val").is_dir() else Path(root)
         classes = json.loads(_robustbench_file("imagenet_class_to_id_map.json").read_text())
         files = None

@@ -76,6 +76,13 @@ class Journal:
         self.path = self.directory / f"rank{rank}.pt"
         self.previous = self.directory / f"rank{rank}.prev.pt"
 
+    @classmethod
+    def of(cls, options: dict[str, Any], world_size: int, rank: int) -> "Journal":
+        """The journal of process ``rank`` of ``world_size`` for the run ``options`` describe (``directory`` and
+        ``identity``, as :func:`robustlab.evaluate` builds them); the process count is part of the key."""
+        identity = {**options["identity"], "world_size": world_size, "rank": rank}
+        return cls(options["directory"], run_key(identity), identity, rank)
+
     def write(self, batches: int, states: dict[str, Any], spent: dict[str, Any]) -> None:
         entry = {
             "version": VERSION,

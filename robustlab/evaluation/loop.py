@@ -13,7 +13,7 @@ from torch import nn
 from robustlab.attacks.base import Attack
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
-from robustlab.evaluation.journal import Journal, run_key
+from robustlab.evaluation.journal import Journal
 from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
 from robustlab.models.base import randomized
 from robustlab.progress import Progress
@@ -115,9 +115,7 @@ class EvaluationLoop(L.Callback):
 
     def _open_journal(self, trainer: L.Trainer) -> None:
         """This process's journal; on ``resume``, its evaluations' states, timings and batch count put back."""
-        options = self.journal_options
-        identity = {**options["identity"], "world_size": trainer.world_size, "rank": trainer.global_rank}
-        self.journal = Journal(options["directory"], run_key(identity), identity, trainer.global_rank)
+        self.journal = Journal.of(self.journal_options, trainer.world_size, trainer.global_rank)
         self.skipped = self._skip = 0
         entry = self.journal.read() if self.resume else None
         if entry is None:

@@ -59,10 +59,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        if not path.is_file():
-            raise RobustlabError(f"weights file not found: {path}", FIX_WEIGHTS)
         try:
-            state = load_file(str(path))
+            state = load_file(str(_file(path, "weights file", FIX_WEIGHTS)))
         except (SafetensorError, OSError) as err:
             raise RobustlabError(f"{path} is not a readable safetensors file ({err})", FIX_WEIGHTS) from None
     else:
