@@ -3,6 +3,7 @@
 import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -126,13 +128,15 @@ def one_line_errors(task):
     def wrapper(*args, **kwargs):
         try:
             return task(*args, **kwargs)
-        except Stopped as stop:
+        except (Stopped, SIGTERMException) as stop:  # Lightning's own, when SIGTERM came between two checks
+            signum = getattr(stop, "signum", signal.SIGTERM)
             print(
-                f"stopped: received {stop}; outputs already written are kept; rerun the same command with resume=true "
-                "to continue (evaluation: from the last journaled batch; training: from the last finished epoch)",
+                f"stopped: received {signal.Signals(signum).name}; outputs already written are kept; "
+                "rerun the same command with resume=true to continue (evaluation: from the last journaled batch; "
+                "training: from the last saved checkpoint)",
                 file=sys.stderr,
             )
-            sys.exit(128 + stop.signum)
+            sys.exit(128 + signum)
         except Exception as err:
             cause = robustlab_cause(err)
             if cause is None:

@@ -142,23 +142,53 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+STOP_GRACE_S = 15
+_deferred: dict[str, int | None] = {"grace": None, "signum": None}
+
+
+def defer_stops(grace: int | None) -> None:
+    """From now on a SIGTERM or SIGINT is held for up to ``grace`` seconds (then raised as :class:`Stopped`
+    anyway), so that training can end its batch and save its state; ``None``: raise at once again, dropping a
+    held signal's deadline."""
+    _deferred["grace"] = grace
+    if grace is None:
+        signal.alarm(0)
+
+
+def held_stop() -> int | None:
+    """The signal held since :func:`defer_stops`, if one came."""
+    return _deferred["signum"]
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Stopped` at once. Lightning only notes a SIGTERM and stops at the
-    next batch boundary, which for a long batch (PixelDefend purification, EOT attacks) can be many minutes
-    away; its own handler still runs first (it forwards the signal to DDP workers)."""
+    """Within the block, SIGTERM and SIGINT raise :class:`Stopped` at once, or after the current training batch
+    while :func:`defer_stops` holds them. Lightning only notes a SIGTERM and stops at the next batch boundary,
+    which for a long batch (PixelDefend purification, EOT attacks) can be many minutes away; its own handler
+    still runs first (it forwards the signal to DDP workers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
-        raise Stopped(signum)
+        if _deferred["grace"] is None:
+            raise Stopped(signum)
+        if _deferred["signum"] is None:
+            _deferred["signum"] = signum
+            signal.alarm(_deferred["grace"])
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    def late(signum, frame):
+        raise Stopped(_deferred["signum"] or signal.SIGTERM)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)
+    previous = {sig: signal.signal(sig, late if sig == signal.SIGALRM else stop) for sig in handled}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.alarm(0)
+        _deferred.update(grace=None, signum=None)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 LOCK_NAME = ".robustlab.lock"

@@ -160,9 +160,10 @@ def test_a_second_run_in_a_locked_run_directory_refuses_and_loses_nothing(pgd_at
     assert "attacks" in report.read_text() and not (tmp_path / LOCK_NAME).exists()
 
 
-def test_sigterm_stops_an_evaluation_mid_batch(tmp_path):
-    """SIGTERM in the middle of a long attack: the process stops within seconds (not at the end of the batch),
-    with one line, status 143, its loggers finished and its run-directory lock released."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_an_evaluation_mid_batch(sig, tmp_path):
+    """SIGTERM or SIGINT in the middle of a long attack: the process stops within seconds (not at the end of the
+    batch), with one line, status 128 + the signal, its loggers finished and its run-directory lock released."""
     args = [f"ckpt={checkpoint('standard')}", "attack=[pgd_linf]", "attack.pgd_linf.steps=1000000", "logger=none"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "evaluate.py", *args, "data.test_size=20", "progress=false", f"hydra.run.dir={tmp_path}"]
@@ -173,17 +174,13 @@ def test_sigterm_stops_an_evaluation_mid_batch(tmp_path):
                 break
         time.sleep(3)  # inside the attack's batch by now
         assert proc.poll() is None, proc.stderr.read()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         start = time.perf_counter()
         _, stderr = proc.communicate(timeout=60)
         waited = time.perf_counter() - start
     finally:
         proc.kill()
-    print(f"stopped {waited:.1f} s after SIGTERM")
+    print(f"stopped {waited:.1f} s after {sig.name}")
     lines = [line for line in stderr.splitlines() if line.startswith(("stopped", "error", "Traceback"))]
-    assert (
-        proc.returncode == 128 + signal.SIGTERM
-        and lines == [lines[0]]
-        and lines[0].startswith("stopped: received SIGTERM")
-    )
+    assert proc.returncode == 128 + sig and lines == [lines[0]] and lines[0].startswith(f"stopped: received {sig.name}")
     assert waited < 15 and not (tmp_path / LOCK_NAME).exists() and not (tmp_path / "report.json").exists()

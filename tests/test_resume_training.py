@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from robustlab.tasks import STOP_GRACE_S
 from robustlab.train import train
 from tests.helpers import ROOT, make_cfg, run_cli
 from tests.test_cli import _assert_one_line_error
@@ -92,3 +93,34 @@ def test_bad_resume_is_one_line(row, tmp_path):
         fragment, extra = "and seed", ["seed=1"]
     result = run_cli("train.py", *small, *extra, f"resume={path}", f"hydra.run.dir={tmp_path / 'run'}")
     _assert_one_line_error(result, fragment)
+
+
+def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_to_the_same_weights(tmp_path):
+    """SIGTERM in the middle of an epoch: the batch ends, ``last.ckpt`` is written at it, the process exits with
+    143, and the resumed run (same batches, augmentations and attack draws onward) ends with equal weights."""
+    args = [*PGD_AT, "data.batch_size=20", "trainer.max_epochs=3"]
+    full = train(make_cfg("train", tmp_path / "full", args))
+    run = tmp_path / "stopped"
+    last = run / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={run}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not last.is_file():
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.1, 0.8))
+    process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert time.time() - sent < STOP_GRACE_S
+    assert err.strip().splitlines()[-1].startswith("stopped: received SIGTERM")
+    state = torch.load(last, weights_only=True)
+    done = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"]
+    assert 0 < done < 50, f"stopped at batch {done} of 50: not in the middle of an epoch"
+    print(f"stopped at batch {done} of 50 in epoch {state['epoch']}")
+    resumed = train(make_cfg("train", run, [*args, "resume=true"]))
+    one, two = weights(full["checkpoint"]), weights(resumed["checkpoint"])
+    assert all(torch.equal(one[k], two[k]) for k in one), f"stopped at batch {done} of epoch {state['epoch']}"

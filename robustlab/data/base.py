@@ -6,14 +6,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from robustlab.errors import RobustlabError
 
 
 class Indexed(Dataset):
     """Yield ``(x, y, i)``: ``i`` is the sample's index in its split, used for exact counting
-    and for per-example attack seeds that do not depend on batching or process count."""
+    and for per-example attack seeds that do not depend on batching or process count. Asked for
+    ``(i, seed)`` (by :class:`EpochSampler`), the sample's augmentation draws from ``seed`` alone."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -21,9 +22,54 @@ class Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int):
-        x, y = self.dataset[i]
+    def __getitem__(self, key: int | tuple[int, int]):
+        if isinstance(key, tuple):
+            i, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                x, y = self.dataset[i]
+        else:
+            i = key
+            x, y = self.dataset[i]
         return x, int(y), i
+
+
+class EpochSampler(DistributedSampler):
+    """The training order: each epoch a permutation drawn from ``(seed, epoch)`` alone (Lightning calls
+    ``set_epoch``), this process's share of it under DDP, and per example the seed of its augmentation. Nothing
+    is drawn from the global RNG, so a run resumed in the middle of an epoch continues with the batches, and
+    the augmentations, of an uninterrupted one. ``skip`` examples are left out of the next pass (resuming)."""
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.skip = 0
+
+    def __iter__(self):
+        order = list(super().__iter__())[self.skip :]
+        self.skip = 0
+        draws = torch.Generator().manual_seed(self.seed + self.epoch + 0x9E3779B9)
+        seeds = torch.randint(2**62, (len(self.dataset),), generator=draws).tolist()
+        return iter([(i, seeds[i]) for i in order])
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, whose ``state_dict`` (the epoch and the batches it finished, from ``done``) Lightning
+    keeps in every checkpoint; loaded, the next pass starts where that epoch stopped, or at the next epoch's start
+    if it had finished."""
+
+    def __init__(self, *args, done=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.done = done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": int(self.done()) if self.done else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = state["epoch"], state["batches"]
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = batches * self.batch_size
 
 
 def class_tail_split(labels: np.ndarray, n: int, split: str) -> np.ndarray:
@@ -107,13 +153,19 @@ class ImageDataModule(L.LightningDataModule):
         return Indexed(Subset(self.load("val"), inner.indices)) if isinstance(inner, Subset) else self.train_set
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        """Shuffled by :class:`EpochSampler` from the run's seed (``seed_everything``), resumable mid-epoch."""
+        trainer, seed = self.trainer, torch.initial_seed() % 2**62
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        done = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed) if trainer else None
+        return ResumableLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=EpochSampler(self.train_set, seed, world, rank),
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+            done=done,
         )
 
     def val_dataloader(self) -> DataLoader:

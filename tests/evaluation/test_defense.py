@@ -26,7 +26,10 @@ def test_results_match_a_direct_computation(standard_model, mnist_test_batch):
     for name, metric in {"CAV": CAV(), "CRR": CRR(), "CSR": CSR(), "CCV": CCV(), "COS": COS()}.items():
         metric.update(logits, base_logits, y)
         expected[name] = metric.compute().item()
-    assert results == pytest.approx({**expected, "n_samples": 200}, rel=1e-9)
+    # the loop forwards batches of 64, the direct computation one of 200: CPU kernels may round float32 logits
+    # differently by batch size, so the confidence-based CCV and COS agree to float32 precision; one flipped
+    # prediction would move a rate by 1/200
+    assert results == pytest.approx({**expected, "n_samples": 200}, rel=1e-5)
     assert results["CRR"] > 0 and results["CSR"] > 0 and results["COS"] > 0
 
 

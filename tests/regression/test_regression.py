@@ -41,6 +41,10 @@ _SQUARE = (
     "Square's standalone default now rescales its square-size schedule to the query budget, as the reference "
     "does (issue 12, section 4); AutoAttack keeps the unscaled schedule"
 )
+_NATTACK_CPU = (
+    "not a code change: NAttack's search keeps the best of sampled candidates by their float32 loss, and on an "
+    "AVX-512/AMX CPU one of the 60 examples crosses the boundary the other way from the CPU that wrote the report"
+)
 CHANGED: dict[str, dict[str, str]] = {
     "*": {"attacks.*.ALDp.L0": _L0},
     **{case: {"attacks": _RANDOMISED, "worst_case": _RANDOMISED, "clean": _DRAWS} for case in ("rt", "eit", "rc")},
@@ -48,13 +52,14 @@ CHANGED: dict[str, dict[str, str]] = {
         **{f"attacks.{name}": _APGD_SEEDS for name in ("apgd_ce", "apgd_dlr", "apgdt", "autoattack")},
         **{f"attacks.{name}": _SQUARE for name in ("square_linf", "square_l2")},
         "attack_params.square_*.rescale_schedule": _SQUARE,
+        "attacks.nattack": _NATTACK_CPU,
     },
 }
-#: Attack-utility values read off the adversarial logits: the logits now come from the attack's own forward pass
-#: (over its own sub-batches, for attacks that stop examples early), which rounds float32 differently from the
-#: separate full-batch pass the old callback ran; equal within this absolute tolerance (the robust accuracies,
-#: MR and every count stay exact).
-LOGIT_METRICS, LOGIT_TOLERANCE = {"ACAC", "ACTC", "NTE"}, 1e-6
+#: Floats are equal within these tolerances: float32 kernels round differently from one CPU to another (an
+#: AVX-512/AMX CPU moves the 6th-7th digit of distances and confidences), and attacks now read their logits off
+#: their own sub-batches; a changed count moves a rate over at most 10,000 examples by at least 1e-4, so robust
+#: accuracies, MR and counts are still checked exactly.
+REL_TOLERANCE, ABS_TOLERANCE = 1e-4, 1e-5
 
 
 def compare(old, new, path: str, changed: dict[str, str], problems: list[str]) -> None:
@@ -75,8 +80,8 @@ def compare(old, new, path: str, changed: dict[str, str], problems: list[str]) -
     elif isinstance(old, float) and math.isnan(old):
         if not (isinstance(new, float) and math.isnan(new)):
             problems.append(f"{path}: nan became {new!r}")
-    elif path.rsplit(".", 1)[-1] in LOGIT_METRICS and isinstance(old, float) and isinstance(new, float):
-        if abs(old - new) > LOGIT_TOLERANCE:
+    elif isinstance(old, float) and isinstance(new, float):
+        if not math.isclose(old, new, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
             problems.append(f"{path}: {old!r} became {new!r}")
     elif old != new or type(old) is not type(new):
         problems.append(f"{path}: {old!r} became {new!r}")
