@@ -402,6 +402,13 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
 
+def innermost(attack: Attack) -> Attack:
+    """The attack inside any EOT, BPDA or transfer wrappers (:class:`Wrapper`)."""
+    while hasattr(attack, "attack"):
+        attack = attack.attack
+    return attack
+
+
 class Wrapper(Attack):
     """Base of attacks that run another ``attack`` (EOT, BPDA, transfer): its kind, targeting and
     failure rule are the inner attack's unless a subclass sets its own."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from robustlab.attacks.adaptive import straight_through
 from robustlab.attacks.apgd import salted
-from robustlab.attacks.base import random_like
+from robustlab.attacks.base import innermost, random_like
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import BatchRecord
@@ -92,9 +92,28 @@ class Checks(Evaluation):
     - ``black-box beats white-box`` (AutoAttack, Carlini): examples that a black-box attack broke and every
       white-box attack missed, over all batches. Warn for any, fail at 5% or more of the clean-correct examples:
       the gradients mislead (masking).
+
+    With ``costly`` (``suite=checks``) five more, from each iterative white-box attack rerun on the split's first
+    :data:`~robustlab.evaluation.attack_checks.PROBE` samples (:class:`~robustlab.evaluation.attack_checks.
+    AttackProbe`); each entry also gives ``seconds``, the time they took together:
+
+    - ``more steps or restarts help`` (Carlini): 2x the steps with a second random start breaks examples the attack
+      missed: warn for any, fail above 1 point of the clean-correct probed examples.
+    - ``unconstrained attack fails`` (Pintor, Carlini): with eps covering the whole [0,1] box (and the step scaled
+      alike) the attack misses an example it missed: fail.
+    - ``random noise beats the attack`` (Carlini): uniform noise of the attack's budget fools an example the attack
+      missed: warn for any, fail at 5% of those. Also for FGSM; skipped for a randomised model.
+    - ``silent success`` (Pintor): an iterate of the attack's path (its forward passes, traced) was adversarial but
+      the returned point is not: fail. Skipped for a randomised model.
+    - ``incomplete optimisation`` (Pintor): the best loss still rose over the last steps for examples the attack
+      missed (:func:`~robustlab.evaluation.attack_checks.improving`): warn for any, fail at 10% of those (and 3).
     """
 
-    journaled = ("probe", "counts", "num_classes")
+    journaled = ("probe", "counts", "num_classes", "costly_counts")
+
+    def __init__(self, costly: bool = False):
+        super().__init__()
+        self.costly = costly
 
     def setup(self, context: Context) -> None:
         self.model, self.device, self.draws = context.module, context.device, context.draws
@@ -112,11 +131,19 @@ class Checks(Evaluation):
             "stable_examples": 0.0,
         }
         self.counts = {"clean_correct": 0.0, "blackbox_only": 0.0}
+        self.attack_probe = None
+        if self.costly:
+            from robustlab.evaluation.attack_checks import AttackProbe
+
+            self.attack_probe = AttackProbe(self.model, self.attacks, self.randomized)
+        self.costly_counts = self.attack_probe.counts if self.attack_probe else {}
 
     def update(self, record: BatchRecord) -> None:
         probe = record.idx < PROBE
         if probe.any():
             self._probe(record, probe)
+        if self.attack_probe is not None:
+            self.attack_probe.update(record)
         kinds = {name: self.attacks[name].kind for name in record.attacks}
         white = [r.success for name, r in record.attacks.items() if kinds[name] == "whitebox"]
         black = [r.success for name, r in record.attacks.items() if kinds[name] == "blackbox"]
@@ -164,6 +191,11 @@ class Checks(Evaluation):
             p["flips"] += float((correct & (noisy.argmax(1) != y)).sum())
             p["stable_examples"] += float(correct.sum())
 
+    def load_journal_state(self, state, device) -> None:
+        super().load_journal_state(state, device)
+        if self.attack_probe is not None:
+            self.attack_probe.counts = self.costly_counts
+
     def results(self) -> list[dict]:
         maxed = ("max_logit_change", "batch_change", "autograd_calls")
         p = {k: reduced_max(v, self.device) for k, v in self.probe.items() if k in maxed}
@@ -180,7 +212,7 @@ class Checks(Evaluation):
             self._stability(p),
             self._budget(),
             self._blackbox(counts),
-        ]
+        ] + (self.attack_probe.results(self.device) if self.attack_probe is not None else [])
 
     def _randomised(self, p) -> dict:
         name, change = "randomised outputs", p["max_logit_change"]
@@ -244,9 +276,7 @@ class Checks(Evaluation):
         name, n = "too few classes", int(reduced_max(self.num_classes or 0, self.device)) or None
         problems = []
         for label, attack in self.attacks.items():
-            inner = attack
-            while hasattr(inner, "attack"):
-                inner = inner.attack
+            inner = innermost(attack)
             if getattr(inner, "loss", None) == "dlr" and n is not None and n < 3:
                 problems.append(f"{label}: the DLR loss needs 3 or more classes, the model has {n}")
             targets = getattr(inner, "n_targets", None)
@@ -290,9 +320,7 @@ class Checks(Evaluation):
     def _budget(self) -> dict:
         name, short = "step budget", []
         for label, attack in self.attacks.items():
-            inner = attack
-            while hasattr(inner, "attack"):
-                inner = inner.attack
+            inner = innermost(attack)
             eps, step, steps = (getattr(inner, k, None) for k in ("eps", "step", "steps"))
             if all(isinstance(v, (int, float)) for v in (eps, step, steps)) and steps * step < eps * (1 - 1e-6):
                 short.append(f"{label}: {steps} steps of {step:.4g} cover {steps * step:.4g} < eps {eps:.4g}")
@@ -314,6 +342,9 @@ class Checks(Evaluation):
     def summary(self, results: list[dict]) -> str:
         counts = {s: sum(e["status"] == s for e in results) for s in ("pass", "warn", "fail")}
         flagged = [f"{e['status']}: {e['name']}" for e in results if e["status"] != "pass"]
-        return f"checks: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail" + (
-            " (" + "; ".join(flagged) + ")" if flagged else ""
+        costly = [e["seconds"] for e in results if "seconds" in e]
+        return (
+            f"checks: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail"
+            + (" (" + "; ".join(flagged) + ")" if flagged else "")
+            + (f"; the costly checks took {costly[0]:.1f} s" if costly else "")
         )
