@@ -106,7 +106,8 @@ class Checks(Evaluation):
     - ``silent success`` (Pintor): an iterate of the attack's path (its forward passes, traced) was adversarial but
       the returned point is not: fail. Skipped for a randomised model.
     - ``incomplete optimisation`` (Pintor): the best loss still rose over the last steps for examples the attack
-      missed (:func:`~robustlab.evaluation.attack_checks.improving`): warn for any, fail at 10% of those (and 3).
+      missed (:func:`~robustlab.evaluation.attack_checks.improving`): warn for any; fail at 10% of those (and 3)
+      where 2x the steps also broke examples of that attack.
     """
 
     journaled = ("probe", "counts", "num_classes", "costly_counts")
