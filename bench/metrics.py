@@ -38,7 +38,12 @@ from robustlab.train import train
 from robustlab.utils import timed
 
 METRICS = "metric=[acac,actc,aldp,ass,psd,nte,rgb,ric]"
-NO_EXTRA = ["evaluations.corruption=null", "evaluations.defense=null"]
+NO_EXTRA = [
+    "evaluations.corruption=null",
+    "evaluations.defense=null",
+    "evaluations.curves=null",
+    "evaluations.checks.costly=false",
+]
 S = "evaluations.structure."
 RUNS = {  # name: overrides on top of PGD-10 with robust accuracy only
     "robust accuracy only": [],

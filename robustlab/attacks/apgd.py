@@ -78,6 +78,7 @@ class APGD(Attack):
     """
 
     name = "apgd"
+    records_first_success = True
 
     def __init__(
         self,
@@ -312,6 +313,7 @@ class APGDT(APGD):
     ``last_iterations`` counts iterations over all targets and restarts."""
 
     name = "apgdt"
+    records_first_success = False
     label = "apgd-t"
 
     def __init__(

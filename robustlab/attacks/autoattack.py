@@ -5,7 +5,7 @@ from torch import nn
 
 from robustlab import progress
 from robustlab.attacks.apgd import APGD, APGDT, salted
-from robustlab.attacks.base import Attack, check_eps, check_norm
+from robustlab.attacks.base import Attack, check_eps, check_norm, variant
 from robustlab.attacks.fab import FABT
 from robustlab.attacks.square import Square
 from robustlab.errors import RobustlabError
@@ -69,6 +69,14 @@ class AutoAttack(Attack):
     def reset(self, stage: str) -> None:
         for attack in self.attacks:
             attack.reset(stage)
+
+    def scale_budget(self, fraction: float) -> None:
+        """Scale its eps and every stage's budget (the stages are copied first, so a copy of this attack scales
+        without touching the original's)."""
+        super().scale_budget(fraction)
+        self.attacks = [variant(attack) for attack in self.attacks]
+        for attack in self.attacks:
+            attack.scale_budget(fraction)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:
         logits = self.predict_clean(model, x)

@@ -1,5 +1,6 @@
 """The attack interface: ``attack(model, x, y, seeds=None, target=None) -> x_adv`` on [0,1] images."""
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -185,7 +186,8 @@ class AttackResult:
     returned image, or the attack's own stricter rule), the ``target`` of a targeted attack, and the
     attack's ``iterations`` and ``queries`` (``None`` where it does not count them), the ``seconds`` the call
     took (with queued device work waited for, so it is billed to the attack that queued it) without its one-off
-    fitting (a UAP fitted on first use), whose seconds are ``setup_seconds``."""
+    fitting (a UAP fitted on first use), whose seconds are ``setup_seconds``; a transfer attack's success on its
+    surrogate is ``surrogate_success``."""
 
     x_adv: torch.Tensor
     logits: torch.Tensor
@@ -195,6 +197,7 @@ class AttackResult:
     queries: torch.Tensor | None = None
     seconds: float = 0.0
     setup_seconds: float = 0.0
+    surrogate_success: torch.Tensor | None = None
 
 
 class _Logits:
@@ -256,6 +259,12 @@ class Attack:
     clean_on_failure = False
     #: The input-space sizes a training budget schedule scales (:meth:`scale_budget`).
     budget_fields: tuple[str, ...] = ("eps", "step")
+    #: The norm a minimal-perturbation attack minimises (DeepFool, C&W): one run gives robust accuracy at every
+    #: budget of that norm (the eps curve of :mod:`robustlab.evaluation.curves`). None for eps-bounded attacks.
+    minimal_norm: str | None = None
+    #: ``last_iterations`` is each example's first successful step of one run (the steps curve); False where it
+    #: counts iterations otherwise (over targets, restarts or a binary search).
+    records_first_success = False
 
     def __init__(self):
         self.last_success: torch.Tensor | None = None
@@ -263,6 +272,7 @@ class Attack:
         self.last_target: torch.Tensor | None = None
         self.last_iterations: torch.Tensor | None = None
         self.last_queries: torch.Tensor | None = None
+        self.last_surrogate_success: torch.Tensor | None = None
         self.last_setup_seconds = 0.0
         self._clean: torch.Tensor | None = None
         self._logits: _Logits | None = None
@@ -352,6 +362,7 @@ class Attack:
             raise RobustlabError(f"{who} is untargeted but got target=", "drop target or set targeted=True")
         x, y = x.detach(), y.to(x.device)
         self.last_success = self.last_logits = self.last_target = self.last_iterations = self.last_queries = None
+        self.last_surrogate_success = None
         self.last_setup_seconds = 0.0
         self._clean, self._logits = clean_logits, _Logits(len(x))
         synchronize(x.device)
@@ -383,6 +394,7 @@ class Attack:
             self.last_queries,
             seconds - self.last_setup_seconds,
             self.last_setup_seconds,
+            self.last_surrogate_success,
         )
 
     def __call__(
@@ -407,6 +419,17 @@ def innermost(attack: Attack) -> Attack:
     while hasattr(attack, "attack"):
         attack = attack.attack
     return attack
+
+
+def variant(attack: Attack, **fields) -> Attack:
+    """A copy of ``attack`` (wrappers copied, not the models they hold) whose innermost attack has ``fields``."""
+    top = node = copy.copy(attack)
+    while hasattr(node, "attack"):
+        node.attack = copy.copy(node.attack)
+        node = node.attack
+    for key, value in fields.items():
+        setattr(node, key, value)
+    return top
 
 
 class Wrapper(Attack):
@@ -439,3 +462,6 @@ class Wrapper(Attack):
 
     def reset(self, stage: str) -> None:
         self.attack.reset(stage)
+
+    def scale_budget(self, fraction: float) -> None:
+        self.attack.scale_budget(fraction)

@@ -24,6 +24,8 @@ class DeepFool(Attack):
 
     name = "deepfool"
     clean_on_failure = True
+    minimal_norm = "l2"
+    records_first_success = True
 
     def __init__(self, steps: int = 50, overshoot: float = 0.02, candidates: int | None = None):
         super().__init__()

@@ -95,6 +95,7 @@ class CW2(_BinarySearchAttack):
     """
 
     name = "cw2"
+    minimal_norm = "l2"
 
     def __init__(
         self,
@@ -158,6 +159,7 @@ class EAD(_BinarySearchAttack):
     """
 
     name = "ead"
+    minimal_norm = "l1"
 
     def __init__(
         self,

@@ -49,12 +49,17 @@ class PGD(Attack):
       the final one does not, so a lucky final step never hides a found adversarial example (the
       final iterate is only evaluated for examples with no success yet, saving a forward pass).
       ``False`` returns the plain last iterate (Madry's training attack).
+    * ``early_stop`` (with ``keep_successful``): each example leaves the batch at its first successful iterate,
+      which is returned, so that broken examples cost no more steps. The success mask and ``last_iterations`` are
+      those of the full run (each example's iterates are the same up to its first success); the returned images
+      of broken examples differ.
 
     ``last_iterations`` holds, per example, the first step at which the goal was met
     (0 = already at the start point) or ``steps + 1`` if never.
     """
 
     name = "pgd"
+    records_first_success = True
     #: A targeted run's goal: reach the ``"target"`` class, or only leave the true class (``"misclassified"``,
     #: EBD-2's rule in the comprehensive paper) while still descending towards the target.
     goal = "target"
@@ -68,6 +73,7 @@ class PGD(Attack):
         random_start: bool = True,
         keep_successful: bool = True,
         quantile: float = 0.99,
+        early_stop: bool = False,
     ):
         super().__init__()
         self.eps, self.step = check_eps(eps), check_eps(step, "step")
@@ -76,6 +82,7 @@ class PGD(Attack):
         if not 0 <= quantile <= 1:
             raise RobustlabError(f"quantile must lie in [0,1], got {quantile!r}", "use e.g. 0.99 (Tramer & Boneh)")
         self.quantile = float(quantile)
+        self.early_stop = bool(early_stop)
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         delta = x_adv - x
@@ -109,9 +116,42 @@ class PGD(Attack):
         sparse = torch.where((magnitude >= threshold) & (magnitude > 0), grad.flatten(1).sign(), 0.0)
         return (sparse / sparse.abs().sum(1, keepdim=True).clamp_min(1)).view_as(grad)
 
+    def _compact(self, keep: torch.Tensor) -> None:
+        """Drop the per-example state of the examples that left the batch (``early_stop``); none here."""
+
+    def _perturb_early(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, target) -> torch.Tensor:
+        """``early_stop``: the examples still unbroken (``rows``) are stepped; each leaves at its first success."""
+        out = current = self._start(x, seeds)
+        out = out.clone()
+        first = torch.full((len(x),), self.steps + 1, device=x.device)
+        rows = torch.arange(len(x), device=x.device)
+        for t in range(self.steps + 1):
+            aim = None if target is None else target[rows]
+            if t < self.steps:
+                progress.step(t, self.steps)
+                grad, logits = input_gradient(model, current, y[rows], aim)
+            else:
+                with torch.no_grad():
+                    logits = model(current)
+            met = goal_met(logits.argmax(1), y[rows], aim if self.goal == "target" else None)
+            leaving = met if t < self.steps else torch.ones_like(met)
+            out[rows[leaving]] = current[leaving]
+            self.keep_logits(rows[leaving], logits[leaving])
+            first[rows[met]] = t
+            if t == self.steps or met.all():
+                break
+            current = self._project(current + self.step * self._direction(grad, current, t), x[rows])
+            rows, current = rows[~met], current[~met]
+            self._compact(~met)
+        self.last_iterations = first
+        self.last_success = first <= self.steps
+        return out
+
     def perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if self.early_stop and self.keep_successful:
+            return self._perturb_early(model, x, y, seeds, target)
         x_adv = self._start(x, seeds)
         best, best_logits = x_adv, None
         first = torch.full((len(x),), self.steps + 1, device=x.device)
@@ -204,6 +244,9 @@ class MIFGSM(PGD):
         grad = grad / per_example(lp_norm(grad, "l1").clamp_min(1e-12), grad)
         self._momentum = grad if t == 0 else self.decay * self._momentum + grad
         return self._momentum.sign()
+
+    def _compact(self, keep: torch.Tensor) -> None:
+        self._momentum = self._momentum[keep]
 
     def perturb(self, model, x, y, seeds=None, target=None):
         try:

@@ -17,7 +17,8 @@ class TransferAttack(Wrapper):
     is queried once per example to decide success. The target's gradients are never used.
 
     A targeted inner attack picks its targets on the surrogate. ``last_iterations`` is the inner
-    attack's; ``last_queries`` is 1 (the target's one look at each example).
+    attack's; ``last_queries`` is 1 (the target's one look at each example); ``last_surrogate_success`` is the inner
+    attack's success on the surrogate (the ``transfer failure`` check compares the two).
     """
 
     name = "transfer"
@@ -50,6 +51,7 @@ class TransferAttack(Wrapper):
         self.keep_logits(torch.arange(len(x), device=x.device), logits)
         self.last_success = goal_met(logits.argmax(1), y, target)
         self.last_iterations = self.attack.last_iterations
+        self.last_surrogate_success = self.attack.last_success
         self.last_queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         return x_adv
 

@@ -6,6 +6,7 @@ from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.checks import Checks
 from robustlab.evaluation.corruption import Corruption
 from robustlab.evaluation.coverage import Coverage
+from robustlab.evaluation.curves import Curves
 from robustlab.evaluation.defense import DefenseUtility
 from robustlab.evaluation.detection import Detection
 from robustlab.evaluation.loop import EvaluationLoop
@@ -20,6 +21,7 @@ __all__ = [
     "Context",
     "Corruption",
     "Coverage",
+    "Curves",
     "DefenseUtility",
     "Detection",
     "Evaluation",

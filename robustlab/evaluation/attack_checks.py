@@ -7,7 +7,6 @@ iterations and restarts, unbounded budgets, random noise). Every count is a sum 
 are the same on one process or eight.
 """
 
-import copy
 import math
 import time
 from contextlib import contextmanager
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks import FGSM
+from robustlab.attacks.adaptive import straight_through
 from robustlab.attacks.apgd import salted
-from robustlab.attacks.base import Attack, innermost, lp_norm, per_example, random_like
+from robustlab.attacks.base import Attack, innermost, input_gradient, lp_norm, per_example, random_like, variant
 from robustlab.evaluation.checks import entry
 from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import BatchRecord
@@ -30,6 +30,8 @@ PROBE = 64
 NOISE_DRAWS = 16
 #: Salts of the rerun's second random start and of the noise draws (apart from the attacks' streams).
 RESTART_SALT, NOISE_SALT = 0x2E57A27, 0x401CE
+#: ``zero or NaN gradients along the path``: the loss gradient is taken at this many iterates, evenly spaced.
+PATH_GRADIENTS = 4
 #: ``incomplete optimisation``: the final TAIL of the path improved the best loss by more than RISE of its total rise.
 TAIL, RISE = 0.2, 0.05
 COUNTS = (
@@ -43,18 +45,8 @@ COUNTS = (
     "silent",
     "path_robust",
     "improving",
+    "bad_gradients",
 )
-
-
-def variant(attack: Attack, **fields) -> Attack:
-    """A copy of ``attack`` (wrappers copied, not the models they hold) whose innermost attack has ``fields``."""
-    top = node = copy.copy(attack)
-    while hasattr(node, "attack"):
-        node.attack = copy.copy(node.attack)
-        node = node.attack
-    for key, value in fields.items():
-        setattr(node, key, value)
-    return top
 
 
 def norm_of(attack: Attack) -> str | None:
@@ -78,13 +70,15 @@ def ball_noise(x: torch.Tensor, eps: float, norm: str, seeds: torch.Tensor) -> t
 
 
 @contextmanager
-def tracing(model: nn.Module, n: int):
+def tracing(model: nn.Module, n: int, inputs: dict[int, torch.Tensor] | None = None, at: tuple[int, ...] = ()):
     """Yields the list of the model's outputs (detached) on every forward call of ``n`` examples inside the block:
-    the iterates of an attack's path."""
+    the iterates of an attack's path. The inputs of the calls numbered ``at`` go into ``inputs``."""
     path: list[torch.Tensor] = []
 
-    def keep(_module, _inputs, out):
+    def keep(_module, args, out):
         if isinstance(out, torch.Tensor) and out.dim() == 2 and len(out) == n:
+            if inputs is not None and len(path) in at:
+                inputs[len(path)] = args[0].detach()
             path.append(out.detach())
 
     handle = model.register_forward_hook(keep)
@@ -114,8 +108,8 @@ def improving(loss: torch.Tensor) -> torch.Tensor:
 class AttackProbe:
     """The per-attack counts of the costly checks, accumulated batch by batch (see :class:`Checks`)."""
 
-    def __init__(self, model: nn.Module, attacks: dict[str, Attack], randomized: bool):
-        self.model, self.attacks, self.randomized = model, attacks, randomized
+    def __init__(self, model: nn.Module, attacks: dict[str, Attack], randomized: bool, preprocessors=()):
+        self.model, self.attacks, self.randomized, self.preprocessors = model, attacks, randomized, preprocessors
         self.counts = {name: dict.fromkeys(COUNTS, 0.0) for name, a in attacks.items() if self.applies(a)}
         self.seconds = 0.0
 
@@ -147,9 +141,12 @@ class AttackProbe:
             c["more_tried"] += float(len(x))
             c["more_broken"] += float((~broken & more.success).sum())
             if not self.randomized:
-                with tracing(self.model, len(x)) as path:
+                at = tuple(round(inner.steps * k / (PATH_GRADIENTS - 1)) for k in range(PATH_GRADIENTS))
+                inputs: dict[int, torch.Tensor] = {}
+                with tracing(self.model, len(x), inputs, at) as path:
                     again = attack.run(self.model, x, y, seeds, target)
                 if len(path) >= 5:
+                    c["bad_gradients"] += float(self._bad_gradients(inputs.values(), y, target).sum())
                     logits = torch.stack(path)
                     adversarial = goal_met(logits.argmax(2), y, target).any(0)
                     with torch.no_grad():  # the returned point as the model sees it, not as the attack claims
@@ -164,12 +161,10 @@ class AttackProbe:
         x, y, seeds = x[robust], y[robust], seeds[robust]
         target = None if target is None else target[robust]
         norm = norm_of(inner)
-        if iterative:
-            big = unbounded_eps(norm, x.shape)
-            fields = {"eps": big}
-            if inner.eps > 0 and isinstance(getattr(inner, "step", None), (int, float)):
-                fields["step"] = inner.step * big / inner.eps
-            free = variant(attack, **fields).run(self.model, x, y, seeds, target)
+        if iterative and inner.eps > 0:
+            free = variant(attack)
+            free.scale_budget(unbounded_eps(norm, x.shape) / inner.eps)
+            free = free.run(self.model, x, y, seeds, target)
             c["unbounded_tried"] += float(len(x))
             c["unbounded_missed"] += float((~free.success).sum())
         if not self.randomized:
@@ -181,6 +176,15 @@ class AttackProbe:
             c["noise_tried"] += float(len(x))
             c["noise_broken"] += float(fooled.sum())
 
+    def _bad_gradients(self, iterates, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per example: the attack's loss gradient is all zero or not finite at one of the ``iterates``."""
+        bad = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        for x_t in iterates:
+            with torch.enable_grad(), straight_through(self.preprocessors):
+                grad = input_gradient(self.model, x_t, y, target)[0].flatten(1)
+            bad |= (grad == 0).all(1) | ~grad.isfinite().all(1)
+        return bad
+
     def results(self, device: torch.device) -> list[dict]:
         counts = {name: {k: summed(v, device) for k, v in c.items()} for name, c in self.counts.items()}
         seconds = summed(self.seconds, device)
@@ -190,7 +194,7 @@ class AttackProbe:
                 counts,
                 "more_tried",
                 "more_broken",
-                lambda n, k, c: "fail" if k / n > 0.01 else "warn" if k else "pass",
+                lambda n, k, c: "fail" if k / n > 0.01 and k >= 3 else "warn" if k else "pass",
                 "{k} of {n} clean-correct probed examples fell to 2x the steps with a second random start",
                 "run more steps and restarts (report the strongest), or use APGD/AutoAttack, until accuracy stops "
                 "falling",
@@ -223,6 +227,17 @@ class AttackProbe:
                 lambda n, k, c: "fail" if k else "pass",
                 "{k} of {n} traced examples had an adversarial iterate on the path but not as the returned point",
                 "return the best iterate (keep_successful=True) or check the attack's success rule",
+            ),
+            self._verdict(
+                "zero or NaN gradients along the path",
+                counts,
+                "path_examples",
+                "bad_gradients",
+                lambda n, k, c: "fail" if k / n >= 0.1 else "warn" if k else "pass",
+                "{k} of {n} traced examples had an all-zero or non-finite loss gradient at one of "
+                f"{PATH_GRADIENTS} iterates of the path",
+                "gradients vanish on the way (saturated or detached layers, quantisation): use BPDA, a margin "
+                "(DLR/CW) loss, and confirm with black-box attacks",
             ),
             self._verdict(
                 "incomplete optimisation",

@@ -87,6 +87,11 @@ class Evaluation:
         """Values for the loggers, keyed under the stage prefix (``test/<key>``)."""
         return {}
 
+    def checks(self, results: Any) -> list[dict]:
+        """Entries this evaluation adds to ``report.json["checks"]`` (``{"name", "status", "evidence", "fix"}``),
+        from its own results."""
+        return []
+
     def summary(self, results: Any) -> str | None:
         """One line for the end-of-run summary."""
         return None

@@ -92,19 +92,25 @@ class Checks(Evaluation):
     - ``black-box beats white-box`` (AutoAttack, Carlini): examples that a black-box attack broke and every
       white-box attack missed, over all batches. Warn for any, fail at 5% or more of the clean-correct examples:
       the gradients mislead (masking).
+    - ``transfer failure`` (Pintor): a transfer attack's example fooled its surrogate but not the evaluated model
+      (``AttackResult.surrogate_success``): warn for any; the transfer attack then says little about robustness.
 
-    With ``costly`` (``suite=checks``) five more, from each iterative white-box attack rerun on the split's first
+    With ``costly`` (``suite=checks``) six more, from each iterative white-box attack rerun on the split's first
     :data:`~robustlab.evaluation.attack_checks.PROBE` samples (:class:`~robustlab.evaluation.attack_checks.
     AttackProbe`); each entry also gives ``seconds``, the time they took together:
 
     - ``more steps or restarts help`` (Carlini): 2x the steps with a second random start breaks examples the attack
-      missed: warn for any, fail above 1 point of the clean-correct probed examples.
+      missed: warn for any, fail above 1 point of the clean-correct probed examples (and at least 3: one or two
+      can fall to the second random start alone).
     - ``unconstrained attack fails`` (Pintor, Carlini): with eps covering the whole [0,1] box (and the step scaled
       alike) the attack misses an example it missed: fail.
     - ``random noise beats the attack`` (Carlini): uniform noise of the attack's budget fools an example the attack
       missed: warn for any, fail at 5% of those. Also for FGSM; skipped for a randomised model.
     - ``silent success`` (Pintor): an iterate of the attack's path (its forward passes, traced) was adversarial but
       the returned point is not: fail. Skipped for a randomised model.
+    - ``zero or NaN gradients along the path`` (AutoAttack, Pintor): the attack's loss gradient is all zero or not
+      finite at one of :data:`~robustlab.evaluation.attack_checks.PATH_GRADIENTS` iterates of the traced path: warn
+      for any, fail at 10% of the traced examples. Skipped for a randomised model.
     - ``incomplete optimisation`` (Pintor): the best loss still rose over the last steps for examples the attack
       missed (:func:`~robustlab.evaluation.attack_checks.improving`): warn for any; fail at 10% of those (and 3)
       where 2x the steps also broke examples of that attack.
@@ -131,12 +137,12 @@ class Checks(Evaluation):
             "flips": 0.0,
             "stable_examples": 0.0,
         }
-        self.counts = {"clean_correct": 0.0, "blackbox_only": 0.0}
+        self.counts = {"clean_correct": 0.0, "blackbox_only": 0.0, "surrogate_fooled": 0.0, "not_transferred": 0.0}
         self.attack_probe = None
         if self.costly:
             from robustlab.evaluation.attack_checks import AttackProbe
 
-            self.attack_probe = AttackProbe(self.model, self.attacks, self.randomized)
+            self.attack_probe = AttackProbe(self.model, self.attacks, self.randomized, self.preprocessors)
         self.costly_counts = self.attack_probe.counts if self.attack_probe else {}
 
     def update(self, record: BatchRecord) -> None:
@@ -153,6 +159,11 @@ class Checks(Evaluation):
         if white and black:
             missed = ~torch.stack(white).any(0)
             self.counts["blackbox_only"] += float((correct & missed & torch.stack(black).any(0)).sum())
+        for result in record.attacks.values():
+            if result.surrogate_success is not None:
+                fooled = correct & result.surrogate_success
+                self.counts["surrogate_fooled"] += float(fooled.sum())
+                self.counts["not_transferred"] += float((fooled & ~result.success).sum())
 
     def _probe(self, record: BatchRecord, rows: torch.Tensor) -> None:
         """The model probes on the batch's rows among the split's first :data:`PROBE` samples."""
@@ -213,6 +224,7 @@ class Checks(Evaluation):
             self._stability(p),
             self._budget(),
             self._blackbox(counts),
+            self._transfer(counts),
         ] + (self.attack_probe.results(self.device) if self.attack_probe is not None else [])
 
     def _randomised(self, p) -> dict:
@@ -339,6 +351,17 @@ class Checks(Evaluation):
         status = "fail" if only / n >= 0.05 else "warn" if only else "pass"
         fix = "the white-box attacks' gradients mislead (masking): use BPDA/EOT, more steps, or another loss"
         return entry(name, status, evidence, fix if status != "pass" else "")
+
+    def _transfer(self, counts) -> dict:
+        name, n, missed = "transfer failure", int(counts["surrogate_fooled"]), int(counts["not_transferred"])
+        if not n:
+            return entry(name, "pass", "skipped: no transfer attack fooled its surrogate on a clean-correct example")
+        evidence = f"{missed} of {n} transfer examples that fooled the surrogate did not fool the evaluated model"
+        fix = (
+            "a transfer attack's robust accuracy is only an upper bound where its examples do not transfer: attack "
+            "the model itself (white-box with BPDA/EOT, or square_linf), or take a surrogate closer to it"
+        )
+        return entry(name, "warn" if missed else "pass", evidence, fix if missed else "")
 
     def summary(self, results: list[dict]) -> str:
         counts = {s: sum(e["status"] == s for e in results) for s in ("pass", "warn", "fail")}

@@ -201,13 +201,16 @@ class EvaluationLoop(L.Callback):
 
     def _finish(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         self._progress.close()
-        results, log = {}, {}
+        results, log, checks = {}, {}, []
         for name, evaluation in self.evaluations.items():
             value = evaluation.results()
             if value is None:
                 continue
             results.update(value if evaluation.sections is not None else {evaluation.name: value})
             log.update({f"{STAGES[stage]}/{k}": v for k, v in evaluation.scalars(value).items()})
+            checks += evaluation.checks(value)
+        if checks:
+            results["checks"] = results.get("checks", []) + checks
         self.results[stage] = results
         self.timings[stage] = {
             kind: {name: summed(s, module.device) for name, s in spent.items()} for kind, spent in self._spent.items()

@@ -119,7 +119,7 @@ def test_each_broken_model_raises_its_check(name, standard_model, mnist_test_bat
 
 def test_a_sound_model_raises_no_fail(standard_model, mnist_test_batch):
     checks = _checks(standard_model, mnist_test_batch)
-    assert len(checks) == 9 and all(e["status"] in ("pass", "warn") for e in checks.values()), checks
+    assert len(checks) == 10 and all(e["status"] in ("pass", "warn") for e in checks.values()), checks
     assert {k for k, e in checks.items() if e["status"] == "fail"} == set()
 
 
@@ -134,7 +134,7 @@ def test_every_evaluation_reports_its_checks_and_summary(tmp_path, capsys):
     overrides = [f"ckpt={checkpoint('pgd_at')}", "logger=none", "progress=false", "data.test_size=50"]
     report = evaluate(make_cfg("eval", tmp_path, overrides))
     statuses = [e["status"] for e in report["checks"]]
-    assert len(statuses) == 9 and "fail" not in statuses, report["checks"]
+    assert len(statuses) == 10 and "fail" not in statuses, report["checks"]
     assert "checks: " in capsys.readouterr().out and "checks" in report["timings"]["evaluations"]
     off = evaluate(make_cfg("eval", tmp_path / "off", [*overrides, "evaluations.checks=null"]))
     assert "checks" not in off
@@ -148,3 +148,21 @@ def test_an_attack_that_cannot_reach_its_eps_is_flagged(standard_model, mnist_te
     checks = run_loop(standard_model, x, y, attacks, {"checks": Checks()}).results["test"]["checks"]
     budget = next(e for e in checks if e["name"] == "step budget")
     assert budget["status"] == "warn" and "short:" in budget["evidence"] and "long:" not in budget["evidence"]
+
+
+def test_transfer_examples_that_fool_the_surrogate_but_not_the_model_are_flagged(standard_model, mnist_test_batch):
+    from robustlab import load_model
+    from robustlab.attacks import TransferAttack
+    from tests.regression.cases import checkpoint
+
+    x, y = mnist_test_batch[0][::4], mnist_test_batch[1][::4]
+    robust = load_model(checkpoint("pgd_at")).eval()
+
+    def transfer(target):
+        attack = TransferAttack(PGD(eps=0.15, step=0.02, steps=10), surrogate=standard_model)
+        loop = run_loop(target, x, y, {"transfer": attack}, {"checks": Checks()}, batch_size=25)
+        return {e["name"]: e for e in loop.results["test"]["checks"]}["transfer failure"]
+
+    failed = transfer(robust)  # the standard model's examples mostly do not fool a PGD-AT model
+    assert failed["status"] == "warn" and failed["fix"], failed
+    assert transfer(standard_model)["status"] == "pass"  # the surrogate itself: every example transfers

@@ -85,6 +85,7 @@ def counted_full_suite(tmp_path_factory):
                     f"baseline={checkpoint('standard')}",
                     "save_adv=true",
                     "evaluations.checks=null",  # the checks' probes are extra passes by design (README, Checks)
+                    "evaluations.curves=null",  # and so are the curves' reruns at other budgets
                 ],
             )
         )
