@@ -121,8 +121,8 @@ class PGD(Attack):
 
     def _perturb_early(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds, target) -> torch.Tensor:
         """``early_stop``: the examples still unbroken (``rows``) are stepped; each leaves at its first success."""
-        out = current = self._start(x, seeds)
-        out = out.clone()
+        current = self._start(x, seeds)
+        out = current.clone()
         first = torch.full((len(x),), self.steps + 1, device=x.device)
         rows = torch.arange(len(x), device=x.device)
         for t in range(self.steps + 1):

@@ -19,7 +19,7 @@ from robustlab.attacks import FGSM
 from robustlab.attacks.adaptive import straight_through
 from robustlab.attacks.apgd import salted
 from robustlab.attacks.base import Attack, innermost, input_gradient, lp_norm, per_example, random_like, variant
-from robustlab.evaluation.checks import entry
+from robustlab.evaluation.checks import entry, worst
 from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import BatchRecord
 from robustlab.success import goal_met
@@ -256,15 +256,14 @@ class AttackProbe:
         return checks
 
     def _verdict(self, name, counts, tried, hit, status, evidence, fix) -> dict:
-        parts, worst = [], "pass"
-        order = ("pass", "warn", "fail")
+        parts, overall = [], "pass"
         for label, c in counts.items():
             n, k = int(c[tried]), int(c[hit])
             if n == 0:
                 continue
             s = status(n, k, c)
-            worst = max(worst, s, key=order.index)
+            overall = worst(overall, s)
             parts.append(f"{label}: " + evidence.format(n=n, k=k))
         if not parts:
             return entry(name, "pass", "skipped: no eps-bounded white-box attack it applies to (or a randomised model)")
-        return entry(name, worst, "; ".join(parts), fix if worst != "pass" else "")
+        return entry(name, overall, "; ".join(parts), fix if overall != "pass" else "")

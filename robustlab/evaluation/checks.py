@@ -41,6 +41,11 @@ def entry(name: str, status: str, evidence: str, fix: str = "") -> dict:
     return {"name": name, "status": status, "evidence": evidence, "fix": fix}
 
 
+def worst(*statuses: str) -> str:
+    """The most severe of ``statuses`` ("pass" < "warn" < "fail"); "pass" for none."""
+    return max(statuses, key=("pass", "warn", "fail").index, default="pass")
+
+
 def reduced_max(value: float, device: torch.device) -> float:
     """``value``'s maximum over all processes."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

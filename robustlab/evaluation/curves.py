@@ -14,7 +14,8 @@ import torch.distributed as dist
 from robustlab.attacks.base import Attack, innermost, lp_norm, variant
 from robustlab.evaluation.attack_checks import norm_of
 from robustlab.evaluation.base import Context, Evaluation
-from robustlab.evaluation.checks import entry
+from robustlab.evaluation.checks import entry, worst
+from robustlab.evaluation.loop import summed
 from robustlab.evaluation.record import BatchRecord
 
 #: ``accuracy still falls with steps``: the last TAIL of the steps lowered robust accuracy by more than DROP.
@@ -27,7 +28,8 @@ STEP_POINTS = 51
 
 
 def reduced(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``values`` (float64) summed over all processes."""
+    """``values`` (a float64 vector) summed over all processes: :func:`~robustlab.evaluation.loop.summed` for
+    tensors."""
     values = values.to(device=device, dtype=torch.float64)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(values)
@@ -195,7 +197,7 @@ class Curves(Evaluation):
             self.counts["disagree"][name] += float(((first[probe] > k) == separate).sum())
 
     def results(self) -> dict:
-        total = reduced(torch.tensor([self.counts["examples"]]), self.device).item()
+        total = summed(self.counts["examples"], self.device)
         eps = {}
         for name, counts in self.counts["eps"].items():
             robust = reduced(counts, self.device)
@@ -214,7 +216,7 @@ class Curves(Evaluation):
             }
             if name in self.bounded:
                 for key in ("probed", "disagree"):
-                    eps[name][key] = int(reduced(torch.tensor([self.counts[key][name]]), self.device).item())
+                    eps[name][key] = int(summed(self.counts[key][name], self.device))
         steps = {
             name: {
                 "steps": grid,
@@ -229,7 +231,6 @@ class Curves(Evaluation):
 
     def _eps_check(self, results: dict) -> dict:
         name, parts, status = "accuracy does not fall with eps", [], "pass"
-        order = ("pass", "warn", "fail")
         chance = 1 / self.num_classes if self.num_classes else 0.0
         for label, curve in results["eps"].items():
             if curve["method"] != "rerun":
@@ -240,8 +241,8 @@ class Curves(Evaluation):
             if curve["disagree"]:
                 s = "fail" if curve["disagree"] / curve["probed"] > 0.01 else "warn"
             if last > chance and last > 0.5 * at_budget:
-                s = max(s, "fail" if last >= at_budget else "warn", key=order.index)
-            status = max(status, s, key=order.index)
+                s = worst(s, "fail" if last >= at_budget else "warn")
+            status = worst(status, s)
             parts.append(
                 f"{label}: robust accuracy {at_budget:.4f} at eps {curve['budget']:.4g}, {last:.4f} at {grid[-1]:.4g} "
                 f"(chance {chance:.3g}); {curve['disagree']} of {curve['probed']} separate runs of probed "
@@ -257,14 +258,13 @@ class Curves(Evaluation):
 
     def _steps_check(self, results: dict) -> dict:
         name, parts, status = "accuracy still falls with steps", [], "pass"
-        order = ("pass", "warn", "fail")
         for label, curve in results["steps"].items():
             acc, grid = curve["robust_accuracy"], curve["steps"]
             cut = grid[-1] * (1 - TAIL)
             before = acc[max(k for k, t in enumerate(grid) if t <= cut)]
             drop = before - acc[-1]
             s = "fail" if drop > 5 * DROP else "warn" if drop > DROP else "pass"
-            status = max(status, s, key=order.index)
+            status = worst(status, s)
             parts.append(f"{label}: robust accuracy {before:.4f} at step {round(cut)}, {acc[-1]:.4f} at {grid[-1]}")
         if not parts:
             return entry(name, "pass", "skipped: no attack records its first successful step")
