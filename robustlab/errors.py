@@ -11,3 +11,7 @@ class RobustlabError(ValueError):
     def __reduce__(self):
         """Pickle by problem and fix, so the error crosses process boundaries (spawned DDP ranks)."""
         return type(self), (self.problem, self.fix)
+
+
+class ReportWarning(UserWarning):
+    """A report page that could not be written (``report.json`` is unaffected); an error in the tests."""

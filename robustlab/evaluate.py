@@ -1,24 +1,34 @@
 """The evaluate task: a model from a checkpoint or any other source (robustlab.models.sources), evaluated on the
 test split of its own or any other data."""
 
+import shlex
+import time
+import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from robustlab import __version__
 from robustlab.attacks.adaptive import EVAL_DRAWS
+from robustlab.attacks.base import innermost
 from robustlab.checkpoint import META_KEY, build_model, load_model, read_checkpoint
 from robustlab.cli import robustlab_cause
 from robustlab.defenses.base import RobustClassifier
-from robustlab.errors import RobustlabError
-from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, SavedExamples
+from robustlab.errors import ReportWarning, RobustlabError
+from robustlab.evaluation import AttackEvaluation, Detection, Evaluation, EvaluationLoop, Gallery, SavedExamples
+from robustlab.evaluation.attack_checks import norm_of
 from robustlab.evaluation.journal import Journal
 from robustlab.leaderboard import robustbench_entry
 from robustlab.models.base import detector
 from robustlab.models.sources import describe, load_weights, robustbench_preprocessing
+from robustlab.report import log_report, write_pages
+from robustlab.report.gallery import GALLERY_FILE
 from robustlab.tasks import (
     adapted,
     check_compatible,
@@ -34,6 +44,7 @@ from robustlab.tasks import (
 
 #: The top-level report keys the task itself writes; evaluations own the others.
 HEADER = (
+    "run",
     "checkpoint",
     "defense_name",
     "data",
@@ -41,6 +52,7 @@ HEADER = (
     "model_source",
     "seed",
     "world_size",
+    "threat",
     "attack_params",
     "adaptive",
     "timings",
@@ -123,6 +135,7 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
         results = loop.results["test"]
         attack_params = {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}
         report = {
+            "run": _run_info(),
             "checkpoint": source["path"] if source["source"] == "checkpoint" else None,
             "defense_name": defense,
             "data": datamodule.name,
@@ -131,18 +144,49 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
             "seed": int(cfg.seed),
             "world_size": trainer.world_size,
             **{k: results[k] for k in AttackEvaluation.sections if k in results},
+            "threat": _threat(attacks),
             "attack_params": attack_params,
             "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
             **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
             "timings": loop.timings["test"],
         }
         report["robustbench"] = robustbench_entry(report, datamodule, source)
+        pages = ""
         if trainer.is_global_zero and cfg.get("write_report", True):
             write_json(report_path, report)
             info = {"checkpoint": report["checkpoint"], "model": _origin(source), "report": str(report_path.resolve())}
             log_run_info(loggers, info)
-    say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}"]))
+            start = time.perf_counter()
+            try:
+                log_report(loggers, write_pages(report, report_path.parent), report_path.parent)
+                pages = f" (report.html, report.md: {time.perf_counter() - start:.1f} s)"
+            except Exception as err:  # the numbers are written; a page that cannot be drawn must not lose the run
+                warnings.warn(
+                    f"report.html / report.md not written ({type(err).__name__}: {err}); rebuild them with "
+                    f"python -m robustlab.report {report_path.parent}",
+                    ReportWarning,
+                    stacklevel=1,
+                )
+    say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}{pages}"]))
     return report
+
+
+def _run_info() -> dict[str, Any]:
+    """The report's ``run`` header: robustlab's version, the time (UTC) and the command line's overrides."""
+    command = None
+    if HydraConfig.initialized():
+        command = shlex.join(["python", "evaluate.py", *HydraConfig.get().overrides.task])
+    return {
+        "robustlab": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def _threat(attacks: dict) -> dict[str, dict[str, Any]]:
+    """``{attack: {"norm", "eps"}}`` for the eps-bounded attacks (the report's ``threat`` header)."""
+    inner = {name: innermost(attack) for name, attack in attacks.items()}
+    return {name: {"norm": norm_of(a), "eps": float(a.eps)} for name, a in inner.items() if norm_of(a) is not None}
 
 
 #: Settings that do not change a report's numbers, left out of the journal's key.
@@ -245,6 +289,8 @@ def _evaluations(cfg: DictConfig, net: nn.Module) -> dict[str, Evaluation]:
     evaluations: dict[str, Evaluation] = {"attacks": AttackEvaluation(make_metrics(cfg.get("metric")))}
     if cfg.get("save_adv"):
         evaluations["save_adv"] = SavedExamples(Path(cfg.paths.output_dir) / "adv")
+    elif cfg.get("gallery", 0) and cfg.get("write_report", True):
+        evaluations["gallery"] = Gallery(Path(cfg.paths.output_dir) / GALLERY_FILE, cfg.gallery)
     owners = {key: "the task" for key in HEADER} | {s: "the attack evaluation" for s in AttackEvaluation.sections}
     for name, node in (cfg.get("evaluations") or {}).items():
         if node is None:

@@ -38,7 +38,7 @@ def _assert_same(one, two, path="report"):
 
 def _numbers(report: dict) -> dict:
     """The report without timings and process counts, which legitimately differ between runs."""
-    drop = {"seconds", "CC", "fit_seconds", "world_size", "timings"}
+    drop = {"seconds", "CC", "fit_seconds", "world_size", "timings", "run"}
 
     def strip(node):
         if isinstance(node, dict):

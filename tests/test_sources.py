@@ -23,7 +23,18 @@ from tests.test_cli import _assert_one_line_error
 
 N = 60
 ATTACKS = ["attack=[fgsm,pgd_linf]", "attack.pgd_linf.steps=5", "progress=false", "logger=none"]
-SKIP = {"seconds", "CC", "fit_seconds", "world_size", "timings", "model_source", "checkpoint", "model", "robustbench"}
+SKIP = {
+    "seconds",
+    "CC",
+    "fit_seconds",
+    "world_size",
+    "timings",
+    "run",
+    "model_source",
+    "checkpoint",
+    "model",
+    "robustbench",
+}
 
 
 class SmallNet(nn.Module):

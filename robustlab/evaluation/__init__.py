@@ -9,6 +9,7 @@ from robustlab.evaluation.coverage import Coverage
 from robustlab.evaluation.curves import Curves
 from robustlab.evaluation.defense import DefenseUtility
 from robustlab.evaluation.detection import Detection
+from robustlab.evaluation.gallery import Gallery
 from robustlab.evaluation.loop import EvaluationLoop
 from robustlab.evaluation.record import BatchRecord
 from robustlab.evaluation.saved import SavedExamples
@@ -26,6 +27,7 @@ __all__ = [
     "Detection",
     "Evaluation",
     "EvaluationLoop",
+    "Gallery",
     "SavedExamples",
     "Structure",
 ]

@@ -5,6 +5,7 @@ from collections import Counter
 
 import torch
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 
 from robustlab.attacks.base import Attack
 from robustlab.errors import RobustlabError
@@ -33,6 +34,7 @@ class _AttackMetrics(nn.Module):
             )
         self.robust = AAW() if attack.kind == "whitebox" else AAB()
         self.worst_draw, self.mr, self.cost, self.setup = CA(), MR(), CC(), CC()
+        self.counts = nn.ModuleDict({"queries": MeanMetric(), "iterations": MeanMetric()})
         self.extra = nn.ModuleDict({name: metric.clone() for name, metric in metrics.items()})
 
 
@@ -49,9 +51,9 @@ class AttackEvaluation(Evaluation):
     clean-correct samples the attack misclassifies, or, for a targeted attack, moves to its target),
     ``n_samples``, ``seconds`` (generation time summed over processes, without one-off fitting, which a
     fitted attack such as UAP reports as ``fit_seconds``), ``CC`` (DEEPSEC's computation cost: ``seconds`` per
-    sample) and every attack-utility metric in ``metrics`` (a copy per attack) under its class name, or
-    ``<class>_<name>`` when a class is given twice. ``worst_case`` counts a sample robust only if every attack
-    failed on it.
+    sample), ``queries`` and ``iterations`` (means per sample, for an attack that counts them) and every
+    attack-utility metric in ``metrics`` (a copy per attack) under its class name, or ``<class>_<name>`` when
+    a class is given twice. ``worst_case`` counts a sample robust only if every attack failed on it.
 
     A randomised model is scored on ``D`` draws of every image set (:meth:`BatchRecord.draw_logits`):
     ``CA``, ``robust_accuracy`` and the worst case are the expected accuracy, the mean over draws of per-draw
@@ -110,6 +112,9 @@ class AttackEvaluation(Evaluation):
             m.mr.update(clean_draws.flatten(0, 1).argmax(1), adv_draws.flatten(0, 1).argmax(1), y.repeat(n), target)
             m.cost.update(result.seconds, len(y))
             m.setup.update(result.setup_seconds, len(y))
+            for key, counter in m.counts.items():
+                if getattr(result, key) is not None:
+                    counter.update(getattr(result, key).double())
             robust = robust & adv
         self._count(self.metrics["worst_case"], robust, y)
         self._count(self.metrics["worst_case_worst_draw"], robust.all(0), y)
@@ -141,6 +146,7 @@ class AttackEvaluation(Evaluation):
                 "seconds": float(cost["seconds"]),
                 "CC": float(cost["seconds"]) / n if n else float("nan"),
                 **({"fit_seconds": float(setup["seconds"])} if setup["seconds"] > 0 else {}),
+                **self._counts(m),
                 **{self.metric_keys[key]: to_python(metric.compute()) for key, metric in m.extra.items()},
             }
         if self.attacks:
@@ -149,6 +155,12 @@ class AttackEvaluation(Evaluation):
             )
             results["worst_case"] = {**worst, "n_samples": n, "attacks": list(self.attacks)}
         return results
+
+    @staticmethod
+    def _counts(m: _AttackMetrics) -> dict[str, float]:
+        """The mean model queries and iterations per example, for an attack that counts them."""
+        states = {key: synced_states(counter) for key, counter in m.counts.items()}
+        return {key: float(s["mean_value"] / s["weight"]) for key, s in states.items() if s["weight"] > 0}
 
     def scalars(self, results: dict) -> dict[str, float]:
         log = {

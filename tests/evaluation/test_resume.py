@@ -29,7 +29,7 @@ ARGS = [
     "logger=none",
     "progress=false",
 ]
-VOLATILE = {"seconds", "CC", "fit_seconds", "timings", "world_size"}
+VOLATILE = {"seconds", "CC", "fit_seconds", "timings", "world_size", "run"}
 
 
 def numbers(report):
