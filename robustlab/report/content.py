@@ -61,7 +61,6 @@ class Section:
     title: str
     tables: list[Table] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def fmt(value: Any, rate: bool = False) -> str:

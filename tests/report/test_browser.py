@@ -5,15 +5,13 @@ pages (``<run dir>/screenshots/``) and in ``$ROBUSTLAB_ARTIFACTS`` (default ``ar
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -89,13 +87,7 @@ def test_the_single_run_page_in_chromium(browser, full_run):
 def test_the_comparison_page_in_chromium(browser, three_runs):
     root, reports = three_runs
     page_path = root / "comparison.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "robustlab.report", str(root), "--out", str(page_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli("-m", "robustlab.report", str(root), "--out", str(page_path))
     assert done.returncode == 0, done.stderr
     shot = root / "screenshots" / "comparison.png"
     seen = visit(browser, page_path, shot)

@@ -6,8 +6,6 @@ import base64
 import io
 import json
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import robustlab.evaluate as ev
 from robustlab.errors import ReportWarning
 from robustlab.evaluate import evaluate
 from robustlab.report.compare import write_comparison
-from tests.helpers import ROOT, make_cfg
+from tests.helpers import make_cfg, run_cli
 from tests.regression.cases import REPORTS, checkpoint
 from tests.report.conftest import DEFENSES
 from tests.report.parsed import ParsedPage, check_keyed, shown
@@ -147,9 +145,7 @@ def test_save_adv_feeds_the_gallery_and_an_old_run_is_rebuilt(fixtures, tmp_path
     old = tmp_path / "old"
     old.mkdir()
     shutil.copy(REPORTS / "full.json", old / "report.json")
-    done = subprocess.run(
-        [sys.executable, "-m", "robustlab.report", str(old)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli("-m", "robustlab.report", str(old))
     assert done.returncode == 0, done.stderr
     page = _page(old)
     assert page.sections == ["attacks", "corruption", "coverage", "structure", "defense"]
@@ -178,13 +174,7 @@ def test_wandb_gets_the_figures_the_attack_table_the_gallery_and_the_page(fixtur
 def test_the_comparison_page_ranks_three_defenses_by_worst_case(three_runs, tmp_path):
     root, reports = three_runs
     out = tmp_path / "compare.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "robustlab.report", str(root), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_cli("-m", "robustlab.report", str(root), "--out", str(out))
     assert done.returncode == 0, done.stderr
     page = ParsedPage(out.read_text())
     (key,) = page.tables
@@ -200,9 +190,7 @@ def test_the_comparison_page_ranks_three_defenses_by_worst_case(three_runs, tmp_
         assert abs(shown(values["fgsm (Linf 0.3)"]) - reports[defense]["attacks"]["fgsm"]["robust_accuracy"]) <= 5e-5
         assert values["checks"].startswith("10 pass, 0 warn, 0 fail")
     # Without --out, the pages are rebuilt and the comparison goes into the directory.
-    done = subprocess.run(
-        [sys.executable, "-m", "robustlab.report", str(root)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli("-m", "robustlab.report", str(root))
     assert done.returncode == 0, done.stderr
     assert (root / "comparison.html").is_file() and done.stdout.count("page: ") == 3
 
@@ -224,9 +212,7 @@ def test_report_command_errors_are_one_line(tmp_path, content):
     if content is not None:
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "report.json").write_text(content)
-    done = subprocess.run(
-        [sys.executable, "-m", "robustlab.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli("-m", "robustlab.report", str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "; fix: " in done.stderr
     assert "Traceback" not in done.stderr
