@@ -9,16 +9,19 @@ from robustlab.evaluation.record import BatchRecord
 from robustlab.success import attack_success
 from robustlab.utils import save_atomic
 
-#: The rows kept per example: images, labels, predictions, the softmax confidence of each prediction, whether the
-#: attack succeeded and (a targeted attack) its target.
-FIELDS = ("idx", "x", "x_adv", "y", "clean_pred", "adv_pred", "clean_conf", "adv_conf", "success", "target")
+
+def successes_first(success: torch.Tensor, size: int) -> torch.Tensor:
+    """The indices of the first ``size`` successful examples, then of the first ``size`` others."""
+    return torch.cat([success.nonzero()[:size, 0], (~success).nonzero()[:size, 0]])
 
 
 class Gallery(Evaluation):
-    """Writes ``path`` at the end of the test stage: ``{attack: {field: tensor}}`` (:data:`FIELDS`) for the first
-    ``size`` examples the attack succeeded on (as MR counts success), then, if fewer succeeded, the first others.
-    Only the first process keeps examples (a few rows of its first batches), so this costs next to nothing; no
-    report section. ``save_adv=true`` keeps every example instead (:class:`SavedExamples`)."""
+    """Writes ``path`` at the end of the test stage: ``{attack: {field: tensor}}`` (``idx``, ``x``, ``x_adv``, ``y``,
+    ``clean_pred``, ``adv_pred``, their softmax confidences ``clean_conf`` and ``adv_conf``, ``success`` and, for a
+    targeted attack, ``target``) for the first ``size`` examples the attack succeeded on (as MR counts success),
+    then, if fewer succeeded, the first others. Only the first process keeps examples (a few rows of its first
+    batches), so this costs next to nothing; no report section. ``save_adv=true`` keeps every example instead
+    (:class:`SavedExamples`)."""
 
     journaled = ("kept",)
     sections = ()
@@ -50,16 +53,15 @@ class Gallery(Evaluation):
             }
             old = self.kept.get(name)
             rows = {k: (torch.cat([old[k], v.detach().cpu()]) if old else v.detach().cpu()) for k, v in rows.items()}
-            hits, misses = rows["success"].nonzero()[:, 0], (~rows["success"]).nonzero()[:, 0]
-            keep = torch.cat([hits[: self.size], misses[: self.size]]).sort().values
+            keep = successes_first(rows["success"], self.size).sort().values
             self.kept[name] = {k: v[keep] for k, v in rows.items()}
 
     def results(self) -> None:
         if self.active and self.kept:
             gallery = {}
             for name, rows in self.kept.items():
-                order = torch.cat([rows["success"].nonzero()[:, 0], (~rows["success"]).nonzero()[:, 0]])
-                gallery[name] = {k: v[order[: self.size]] for k, v in rows.items()}
+                order = successes_first(rows["success"], self.size)[: self.size]
+                gallery[name] = {k: v[order] for k, v in rows.items()}
             save_atomic(gallery, self.path)
         self.kept = {}
         return None

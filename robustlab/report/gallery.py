@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from robustlab.evaluation.gallery import successes_first
+
 GALLERY_FILE = "gallery.pt"
 #: Images are shown at about this many pixels a side (small ones enlarged without smoothing).
 TILE = 96
@@ -57,8 +59,7 @@ def examples(directory: str | Path, size: int = 4) -> dict[str, list[Example]]:
     """``{attack: examples}`` of the run in ``directory``: up to ``size`` per attack, successful ones first."""
     gallery = {}
     for name, rows in _rows(Path(directory)).items():
-        success = rows["success"].bool()
-        order = torch.cat([success.nonzero()[:, 0], (~success).nonzero()[:, 0]])[:size]
+        order = successes_first(rows["success"].bool(), size)[:size]
         gallery[name] = [_example(rows, int(i)) for i in order]
     return gallery
 
