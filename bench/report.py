@@ -23,7 +23,7 @@ from pathlib import Path
 
 import robustlab.evaluate as ev
 from robustlab.cli import compose_config
-from robustlab.report.compare import write_comparison
+from robustlab.report.compare import find_runs, write_comparison
 
 
 def run(ckpt: str, out: Path, overrides: list[str]) -> tuple[float, float]:
@@ -107,7 +107,7 @@ def main() -> None:
             run(ckpt, root / "compare" / str(i), ["logger=none"])
         page = root / "compare" / "comparison.html"
         start = time.perf_counter()
-        write_comparison([root / "compare"], page)
+        write_comparison(find_runs([root / "compare"]), page)
         seconds = time.perf_counter() - start
         print(f"comparison of {len(args.compare)} runs: {seconds:.2f} s, {page.stat().st_size / 1024:.1f} KiB")
         print(f"  screenshot: {screenshot(page, root / 'compare' / 'screenshots' / 'comparison.png')}")

@@ -2,7 +2,6 @@
 directories from its ``report.json``, and, with several runs or ``--out``, write the comparison page."""
 
 import argparse
-import sys
 from pathlib import Path
 
 from robustlab.cli import one_line_errors
@@ -24,10 +23,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"page: {(run.path / 'report.html').resolve()}")
     if args.out or len(runs) > 1:
         out = Path(args.out or Path(args.directories[0]) / "comparison.html")
-        groups = write_comparison(args.directories, out)
+        groups = write_comparison(runs, out)
         print(f"comparison of {len(runs)} runs on {', '.join(g.data for g in groups)}: {out.resolve()}")
 
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

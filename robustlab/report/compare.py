@@ -146,10 +146,10 @@ def comparison(runs: list[Run], out_dir: Path) -> list[Group]:
     return [group(data, members, out_dir) for data, members in by_data.items()]
 
 
-def write_comparison(directories: list[str | Path], out: str | Path) -> list[Group]:
-    """Write the comparison page of the runs under ``directories`` to ``out``; return its groups."""
+def write_comparison(runs: list[Run], out: str | Path) -> list[Group]:
+    """Write the comparison page of ``runs`` (:func:`find_runs`) to ``out``; return its groups."""
     out = Path(out)
-    groups = comparison(find_runs(directories), out.resolve().parent)
+    groups = comparison(runs, out.resolve().parent)
     page = (
         environment().get_template("comparison.html.j2").render(groups=groups, count=sum(len(g.runs) for g in groups))
     )

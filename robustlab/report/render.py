@@ -39,9 +39,10 @@ def title(report: dict) -> str:
     return f"{model} on {report.get('data', 'unknown data')}"
 
 
-def build(report: dict, directory: str | Path | None = None, figures: bool = True) -> Page:
-    """The page of ``report``; ``directory`` (the run directory) supplies the gallery, ``figures=False`` skips
-    drawing (Markdown only)."""
+def build(report: dict, directory: str | Path | None = None) -> Page:
+    """The page of ``report``; ``directory`` (the run directory) supplies the gallery."""
+    from robustlab.report import plots  # matplotlib loads only when a page is drawn
+
     sections = content.sections(report)
     page = Page(
         title=title(report),
@@ -50,11 +51,8 @@ def build(report: dict, directory: str | Path | None = None, figures: bool = Tru
         flagged=[c for c in content.sorted_checks(report) if c.get("status") != "pass"],
         sections=sections,
     )
-    if figures:
-        from robustlab.report import plots  # matplotlib loads only when a page is drawn
-
-        for key in (k for s in sections for k in s.figures):
-            page.figures[key] = (plots.FIGURES[key][0], plots.draw(key, report))
+    for key in (k for s in sections for k in s.figures):
+        page.figures[key] = (plots.FIGURES[key][0], plots.draw(key, report))
     if directory is not None:
         page.gallery = examples(directory)
     return page

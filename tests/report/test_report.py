@@ -15,7 +15,7 @@ from PIL import Image
 import robustlab.evaluate as ev
 from robustlab.errors import ReportWarning
 from robustlab.evaluate import evaluate
-from robustlab.report.compare import write_comparison
+from robustlab.report.compare import find_runs, write_comparison
 from tests.helpers import make_cfg, run_cli
 from tests.regression.cases import REPORTS, checkpoint
 from tests.report.conftest import DEFENSES
@@ -201,7 +201,7 @@ def test_reports_of_different_data_get_separate_tables(three_runs, tmp_path):
         report = dict(reports[defense], data="digits") if defense == "trades" else reports[defense]
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "report.json").write_text(json.dumps(report))
-    groups = write_comparison([tmp_path], tmp_path / "c.html")
+    groups = write_comparison(find_runs([tmp_path]), tmp_path / "c.html")
     assert [(g.data, len(g.runs)) for g in groups] == [("mnist5k", 2), ("digits", 1)]
     page = ParsedPage((tmp_path / "c.html").read_text())
     assert sorted(page.tables) == ["matrix-digits", "matrix-mnist5k"]
