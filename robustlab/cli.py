@@ -41,11 +41,15 @@ def fail(message: str) -> None:
 
 def describe_config_error(err: Exception, script: str) -> str:
     """Turn a Hydra/OmegaConf composition error into 'problem; fix: ...'."""
-    missing = re.search(r"'([\w/]+)/([^/']+)'", str(err)) if isinstance(err, MissingConfigException) else None
-    if missing and (CONFIG_DIR / missing[1]).is_dir():
+    text = str(err)
+    missing = re.search(r"Could not find '([\w/]+)/([^/']+)'", text) or re.search(r"'([\w/]+)/([^/']+)'", text)
+    if isinstance(err, MissingConfigException) and missing:
         group, option = missing[1], missing[2]
-        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-        return f"unknown {group} option {option!r}; fix: choose one of {', '.join(options)}, e.g. {group}={options[0]}"
+        listed = re.search(r"Available options in '[\w/]+':\n((?:\t.*\n?)+)", text)
+        options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) or (listed[1].split() if listed else [])
+        if options:
+            choices = ", ".join(options)
+            return f"unknown {group} option {option!r}; fix: choose one of {choices}, e.g. {group}={options[0]}"
     cause = err.__cause__ if err.__cause__ is not None else err
     first = str(err).strip().splitlines()[0]
     if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):
@@ -74,11 +78,30 @@ def sweep_variants(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
+#: Hydra's command-line flags that take the next argument as their value (``--cfg hydra``, ``-cn train``).
+VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The overrides among ``argv``: every argument but Hydra's flags and their values."""
+    args, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            topic = argv[i + 1] if i + 1 < len(argv) else None
+            skip = arg in VALUED_FLAGS or (arg in ("--info", "-i") and topic in INFO_TOPICS)
+        else:
+            args.append(arg)
+    return args
+
+
 def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
     """Compose the config with the command-line overrides (each job's, for a ``-m`` multirun); exit with one
     line if it fails."""
     argv = sys.argv[1:] if argv is None else argv
-    args = [a for a in argv if not a.startswith("-")]
+    args = _overrides(argv)
     overrides = [a for a in args if not a.startswith("hydra.") and not a.startswith("hydra/")]
     multirun = bool({"-m", "--multirun"} & set(argv))
     try:
@@ -86,7 +109,7 @@ def check_overrides(config_name: str, argv: list[str] | None = None) -> None:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             for run in runs:
                 compose(config_name=config_name, overrides=run)
-            hydra_overrides = [a for a in args if a.startswith("hydra.")]
+            hydra_overrides = [a for a in args if a.startswith(("hydra.", "hydra/"))]
             hydra = compose(config_name=config_name, overrides=[*runs[0], *hydra_overrides], return_hydra_config=True)
             output = Path(hydra.hydra.sweep.dir if multirun else hydra.hydra.run.dir)
     except (HydraException, OmegaConfBaseException) as err:

@@ -190,7 +190,19 @@ def _threat(attacks: dict) -> dict[str, dict[str, Any]]:
 
 
 #: Settings that do not change a report's numbers, left out of the journal's key.
-VOLATILE = ("resume", "progress", "paths", "logger", "ckpt", "weights", "write_report", "journal", "trainer", "hydra")
+VOLATILE = (
+    "resume",
+    "progress",
+    "keep_freed_memory",
+    "paths",
+    "logger",
+    "ckpt",
+    "weights",
+    "write_report",
+    "journal",
+    "trainer",
+    "hydra",
+)
 
 
 def _journal(cfg: DictConfig, source: dict[str, Any]) -> dict[str, Any]:

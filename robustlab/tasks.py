@@ -25,7 +25,7 @@ from robustlab.errors import RobustlabError
 from robustlab.evaluation import EvaluationLoop
 from robustlab.metrics.attack_metric import AttackMetric
 from robustlab.models.base import ImageClassifier
-from robustlab.utils import atomic_path
+from robustlab.utils import atomic_path, keep_freed_memory
 
 
 def check_compatible(model: nn.Module, data: ImageDataModule) -> None:
@@ -121,7 +121,10 @@ def make_loggers(cfg: DictConfig | None) -> list[Logger]:
 def logged_run(cfg: DictConfig) -> Iterator[list[Logger]]:
     """The run's loggers (``cfg.logger``), with the resolved config logged at the start (so a crashed run still
     has it) and every logger finished in a ``finally``: a run that raised is marked failed, never left open. The
-    run directory is locked for the run's duration (:func:`run_lock`)."""
+    run directory is locked for the run's duration (:func:`run_lock`). With ``keep_freed_memory`` (default), freed
+    CPU memory is kept for reuse (:func:`~robustlab.utils.keep_freed_memory`)."""
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     with run_lock(Path(cfg.paths.output_dir)), stop_on_signals():
         loggers = make_loggers(cfg.get("logger"))
         status = "failed"

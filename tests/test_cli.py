@@ -80,6 +80,8 @@ def test_pickled_payload_is_refused_without_running_it(tmp_path):
         ("evaluate.py", ["attack=[fgsm,nope]"], "unknown attack option 'nope'"),
         ("train.py", ["data=cifar100"], "unknown data option 'cifar100'"),
         ("train.py", ["trainer.max_epoch=3"], "unknown config key"),
+        ("train.py", ["-m", "hydra/launcher=slurm", "seed=0,1"], "unknown hydra/launcher option 'slurm'"),
+        ("train.py", ["-m", "hydra/launcher=submitit_local", "hydra.launcher.nodez=2"], "'hydra.launcher.nodez'"),
         ("train.py", ["defense.attack.eps=-1", "logger=none"], "eps must be a finite number >= 0"),
         ("train.py", ["defense.attack.norm=l3", "logger=none"], "unknown norm 'l3'"),
     ],

@@ -81,13 +81,20 @@ def test_mr_relates_robust_accuracy_to_clean_accuracy(pgd_at_run, tmp_path):
 
 
 def test_same_seed_same_report(pgd_at_run, tmp_path):
+    """The same seed gives the same report and the same PGD random starts; another seed other random starts
+    (torch's generator reads a seed's low 32 bits only, so a seed kept in the high bits was silently ignored)."""
     summary, _ = pgd_at_run
-    args = [f"ckpt={summary['checkpoint']}", "logger=none", "data.test_size=60"]
+    args = [f"ckpt={summary['checkpoint']}", "logger=none", "data.test_size=60", "save_adv=true"]
     first = evaluate(make_cfg("eval", tmp_path / "a", args))
     second = evaluate(make_cfg("eval", tmp_path / "b", args))
     other_seed = evaluate(make_cfg("eval", tmp_path / "c", [*args, "seed=1"]))
     assert _numbers(first) == _numbers(second)
     assert _numbers(first)["seed"] != _numbers(other_seed)["seed"]
+    adv = {run: torch.load(tmp_path / run / "adv" / "pgd_linf.pt", weights_only=True) for run in "abc"}
+    assert torch.equal(adv["a"]["x_adv"], adv["b"]["x_adv"])
+    assert torch.equal(adv["a"]["x"], adv["c"]["x"])
+    moved = (adv["a"]["x_adv"] - adv["c"]["x_adv"]).flatten(1).abs().amax(1) > 0
+    assert moved.float().mean() > 0.9, "seed=1 should give other random starts than seed=0"
 
 
 def test_ddp_evaluation_equals_single_process(pgd_at_run, baseline_ckpt, tmp_path):

@@ -27,6 +27,13 @@ def classifier(module: nn.Module) -> nn.Module:
     return getattr(module, "model", module)
 
 
+def example_seeds(idx: torch.Tensor, seed: int) -> torch.Tensor:
+    """Per-example seeds from the sample indices and the run's ``seed``: ``idx`` itself for seed 0, else ``idx``
+    XOR a 32-bit hash of ``seed``. Kept below 2**32 because torch's CPU generator reads only a seed's low 32 bits
+    (the earlier ``idx + (seed << 32)`` made every seed draw seed 0's random starts, targets and noise)."""
+    return idx.long() ^ ((int(seed) * 0x85EBCA6B) & 0xFFFFFFFF)
+
+
 def summed(value: float, device: torch.device) -> float:
     """``value`` summed over all processes."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -179,7 +186,7 @@ class EvaluationLoop(L.Callback):
 
     def _batch(self, trainer, module, outputs, batch, stage: str) -> None:
         x, y, idx = batch[0], batch[1], batch[2]
-        seeds = idx.long() + (self.seed << 32)
+        seeds = example_seeds(idx, self.seed)
         with eval_mode(module):
             clean_logits, store = self._clean(module, outputs, x)
             results = {}

@@ -13,6 +13,7 @@ from robustlab.attacks.base import Attack
 from robustlab.cli import robustlab_cause
 from robustlab.evaluate import evaluate
 from robustlab.evaluation import Evaluation
+from robustlab.evaluation.loop import example_seeds
 from robustlab.progress import Progress, part, step
 from tests.helpers import make_cfg
 from tests.regression.cases import checkpoint
@@ -226,3 +227,18 @@ def test_a_crashed_evaluation_finishes_its_logger(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         evaluate(make_cfg("eval", tmp_path, [f"ckpt={checkpoint('standard')}", "logger=csv"]))
     assert finished == ["failed"]
+
+
+def test_example_seeds_keep_seed_zero_and_reach_torch_for_every_seed():
+    """Seed 0 keeps the sample indices (so earlier reports stand); every other seed gives per-example seeds that
+    differ in the low 32 bits, the only ones torch's CPU generator reads, and stay distinct within a run."""
+    idx = torch.arange(1000)
+    assert torch.equal(example_seeds(idx, 0), idx)
+    for seed in (1, 2, 7, 123456789):
+        seeds = example_seeds(idx, seed)
+        assert seeds.min() >= 0 and seeds.max() < 2**32
+        assert len(seeds.unique()) == len(idx)
+        assert not (seeds == idx).any()
+        g = torch.Generator()
+        draws = [torch.rand(3, generator=g.manual_seed(int(s))) for s in (idx[5], seeds[5])]
+        assert not torch.equal(*draws)
