@@ -2,10 +2,12 @@
 networks via region-based classification"; DEEPSEC's RC)."""
 
 import math
+import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -13,6 +15,9 @@ from robustlab.defenses.base import InferenceDefense
 from robustlab.errors import RobustlabError
 from robustlab.models.base import DefendedModel
 from robustlab.utils import eval_mode
+
+#: A radius search expected to take longer than this (seconds) says so, with the flags that make it cheaper.
+NOTICE_S = 120
 
 
 class RegionVote(DefendedModel):
@@ -51,18 +56,37 @@ class RegionVote(DefendedModel):
         return (x.unsqueeze(1) + radius * (2 * u - 1)).clamp(0, 1).flatten(0, 1)
 
     def votes(
-        self, x: torch.Tensor, radius: float | None = None, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        radius: float | None = None,
+        generator: torch.Generator | None = None,
+        decide_early: bool = False,
     ) -> torch.Tensor:
-        """Vote counts ``(B, C)`` at ``radius`` (default: the buffer)."""
+        """Vote counts ``(B, C)`` at ``radius`` (default: the buffer). ``decide_early``: an image whose leading
+        class is ahead by more than the samples still to come is no longer sent to the net, so its counts stop
+        there but its vote (the argmax) is the full count's; its noise is still drawn, so every draw of the
+        generator lands where it would without."""
         radius = self.radius if radius is None else radius
         chunk = max(1, self.max_batch // len(x))
         counts = None
         with torch.no_grad():
             for start in range(0, self.n_samples, chunk):
                 k = min(chunk, self.n_samples - start)
-                logits = self.net(self._noisy(x.detach(), k, radius, generator))
-                votes = F.one_hot(logits.argmax(1), logits.shape[1]).view(len(x), k, -1).sum(1)
-                counts = votes if counts is None else counts + votes
+                noisy, rows = self._noisy(x.detach(), k, radius, generator), None
+                if decide_early and counts is not None and counts.shape[1] > 1:
+                    top = counts.topk(2, 1).values
+                    rows = (top[:, 0] - top[:, 1] <= self.n_samples - start).nonzero().squeeze(1)
+                    if not len(rows):
+                        continue
+                    noisy = noisy.view(len(x), k, *x.shape[1:])[rows].flatten(0, 1)
+                logits = self.net(noisy)
+                votes = F.one_hot(logits.argmax(1), logits.shape[1]).view(-1, k, logits.shape[1]).sum(1)
+                if counts is None:
+                    counts = votes
+                elif rows is None:
+                    counts = counts + votes
+                else:
+                    counts[rows] += votes
         return counts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,16 +99,22 @@ class RegionVote(DefendedModel):
         return logits
 
 
-def vote_accuracy(vote: RegionVote, loader: DataLoader, radius: float, seed: int, device: torch.device) -> float:
-    """Accuracy of the vote at ``radius`` over ``loader``; noise from ``seed``, so every radius
-    sees the same draws (common random numbers make accuracy a smooth function of the radius)."""
+def vote_within(vote: RegionVote, loader: DataLoader, radius: float, seed: int, clean: float, tolerance: float) -> bool:
+    """Whether the vote's accuracy at ``radius`` over ``loader`` is at most ``tolerance`` below ``clean``. The
+    noise comes from ``seed``, so every radius sees the same draws (common random numbers make accuracy a smooth
+    function of the radius). It stops as soon as the answer is certain, whatever the images left give, and
+    stops voting on each image once its vote is decided (:meth:`RegionVote.votes` ``decide_early``): the answer
+    is the one a full count gives."""
+    device = vote.radius.device
     gen = torch.Generator().manual_seed(seed)
-    correct = total = 0
+    total, correct, seen = len(loader.dataset), 0, 0
     for batch in loader:
+        if clean - correct / total <= tolerance or clean - (correct + total - seen) / total > tolerance:
+            break
         x, y = batch[0].to(device), batch[1].to(device)
-        correct += int((vote.votes(x, radius, gen).argmax(1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+        correct += int((vote.votes(x, radius, gen, decide_early=True).argmax(1) == y).sum())
+        seen += len(y)
+    return clean - correct / max(total, 1) <= tolerance
 
 
 def search_radius(
@@ -99,9 +129,11 @@ def search_radius(
     """DEEPSEC's radius: on the grid ``radius_min + step, radius_min + 2 step, ..., radius_max``, the
     largest radius before the first whose vote accuracy falls more than ``tolerance`` below the
     clean accuracy of ``vote.net`` (``radius_min`` if the first does). Found by bisection, which
-    gives DEEPSEC's linear scan's answer when accuracy falls with the radius, in log2 of the evaluations."""
+    gives DEEPSEC's linear scan's answer when accuracy falls with the radius, in log2 of the evaluations,
+    each of which stops once its answer is decided (:func:`vote_within`)."""
     device = vote.radius.device
     correct = total = 0
+    start = time.perf_counter()
     with torch.no_grad():
         for batch in loader:
             x, y = batch[0].to(device), batch[1].to(device)
@@ -109,10 +141,18 @@ def search_radius(
             total += len(y)
     clean = correct / max(total, 1)
     grid = [radius_min + step * (i + 1) for i in range(int(round((radius_max - radius_min) / step)))]
+    evaluations = math.ceil(math.log2(len(grid) + 1))
+    expected = (time.perf_counter() - start) * vote.n_samples * evaluations
+    if expected > NOTICE_S:
+        rank_zero_info(
+            f"RC radius search: at most {evaluations} votes of {vote.n_samples} samples on each of {total} validation "
+            f"images, about {expected / 60:.0f} min at most (less where votes are decided early); defense.n_samples="
+            f"{max(1, vote.n_samples // 10)}, a smaller data.val_size or defense.search=false make it cheaper"
+        )
     lo, hi = -1, len(grid)  # grid[lo] passes (or radius_min), grid[hi] fails (or none left)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if clean - vote_accuracy(vote, loader, grid[mid], seed, device) <= tolerance:
+        if vote_within(vote, loader, grid[mid], seed, clean, tolerance):
             lo = mid
         else:
             hi = mid

@@ -91,3 +91,63 @@ def test_rc_trains_searches_reloads_as_the_vote_and_evaluates(tmp_path, mnist_te
     assert 0 <= radius <= 0.3 + 1e-6 and math.isclose(radius * 100, round(radius * 100), abs_tol=1e-4), (
         "on the 0.01 grid"
     )
+
+
+class _Mean(nn.Module):
+    """Class 1 when an image's mean pixel exceeds 0.4 (two more classes it never picks); counts the images it is
+    sent."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, z):
+        self.seen += len(z)
+        m = z.flatten(1).mean(1, keepdim=True) - 0.4
+        return torch.cat([-m, m, torch.full_like(m, -1.0), torch.full_like(m, -2.0)], 1) * 40
+
+
+def _falling(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-0 images, 15 of 25 pixels black and 10 at 0.78 to 0.999: clipping the noise at 0 lifts their mean
+    towards 0.4, so the vote's accuracy falls from 0.94 at radius 0.05 to 0.42 at 0.6."""
+    x = torch.zeros(n, 1, 5, 5)
+    x.view(n, -1)[:, :10] = torch.linspace(0.78, 0.999, n).view(-1, 1)
+    return x, torch.zeros(n, dtype=torch.long)
+
+
+def test_an_early_decided_vote_is_the_full_vote_and_draws_the_same_noise():
+    x, _ = _falling()
+    net = _Mean()
+    vote = RegionVote(net, n_samples=200, grad_samples=0, max_batch=480)
+    sent = {"full": 0, "early": 0}
+    for radius in (0.05, 0.3, 0.6):
+        g_full, g_early = (torch.Generator().manual_seed(3) for _ in range(2))
+        net.seen = 0
+        full = vote.votes(x, radius, g_full)
+        sent["full"], net.seen = sent["full"] + net.seen, 0
+        early = vote.votes(x, radius, g_early, decide_early=True)
+        sent["early"] += net.seen
+        assert torch.equal(early.argmax(1), full.argmax(1)), radius
+        assert torch.equal(g_full.get_state(), g_early.get_state()), "the same draws, whatever was decided"
+    assert sent["full"] == 3 * len(x) * 200 and sent["early"] < 0.75 * sent["full"], sent
+
+
+@pytest.mark.parametrize("tolerance, radius", [(0.0, 0.0), (0.1, 0.05), (0.3, 0.3), (0.6, 0.6)])
+def test_the_radius_search_stops_early_with_the_full_counts_answer(tolerance, radius):
+    """Against DEEPSEC's linear scan over the grid with every vote counted in full."""
+    x, y = _falling()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16)
+    net = _Mean()
+    vote = RegionVote(net, n_samples=100, grad_samples=0, max_batch=80)
+    grid = [0.05 * (i + 1) for i in range(12)]
+
+    def accuracy(r):
+        gen = torch.Generator().manual_seed(0)
+        return sum(int((vote.votes(xb, r, gen).argmax(1) == yb).sum()) for xb, yb in loader) / len(x)
+
+    failed = next((i for i, r in enumerate(grid) if 1.0 - accuracy(r) > tolerance), len(grid))
+    assert radius == (grid[failed - 1] if failed else 0.0) or math.isclose(radius, grid[failed - 1])
+    net.seen = 0
+    assert search_radius(vote, loader, 0.0, 0.6, 0.05, tolerance) == pytest.approx(radius)
+    evaluations = math.ceil(math.log2(len(grid) + 1))
+    assert net.seen < 0.8 * evaluations * len(x) * 100, "fewer images sent than the full counts' bisection"
