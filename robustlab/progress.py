@@ -36,7 +36,8 @@ def part(index: int, count: int) -> Iterator[None]:
             _active.advance(lo + (index + 1) * width)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """``seconds`` as ``MmSSs``, or ``HhMMm`` from an hour up."""
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
@@ -122,7 +123,7 @@ class Progress:
         left = self.left()
         task = f" {self.task}" if self.task else ""
         return f"batch {min(self.batch + 1, self.batches)}/{self.batches}{task}" + (
-            f", {_clock(left)} left" if left is not None else ""
+            f", {clock(left)} left" if left is not None else ""
         )
 
     def _show(self) -> None:
@@ -143,4 +144,4 @@ class Progress:
             self.bar.update(100.0 - self.bar.n)
             self.bar.close()
         elif self.enabled:
-            self._line(f"evaluated {self.batches} batch(es) in {_clock(time.perf_counter() - self.start)}")
+            self._line(f"evaluated {self.batches} batch(es) in {clock(time.perf_counter() - self.start)}")

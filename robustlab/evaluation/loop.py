@@ -10,13 +10,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from robustlab.attacks.base import Attack
+from robustlab.attacks.adaptive import EOT
+from robustlab.attacks.base import Attack, innermost
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.journal import Journal
 from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
 from robustlab.models.base import randomized
-from robustlab.progress import Progress
+from robustlab.progress import Progress, clock
 from robustlab.utils import eval_mode
 
 STAGES = {"validate": "val", "test": "test"}
@@ -41,6 +42,38 @@ def summed(value: float, device: torch.device) -> float:
     total = torch.tensor(float(value), dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.item()
+
+
+#: An evaluation expected to run longer than this (seconds), judged on its first batch, says so with the flags
+#: that make it cheaper.
+NOTICE_S = 180
+
+
+def cost_notice(progress: Progress, attacks: Mapping[str, Attack], batch_size: int, randomised: bool) -> str | None:
+    """After the first batch: the whole run's expected time, if above :data:`NOTICE_S`, with its costliest task and
+    the settings that cut it (fewer images; for an EOT attack fewer draws; for an iterative one fewer steps)."""
+    first = sum(progress.spent.values())
+    expected = first * progress.batches
+    if expected <= NOTICE_S or not first:
+        return None
+    task = max(progress.spent, key=progress.spent.get)
+    share = progress.spent[task] / first
+    images = max(1, int(NOTICE_S / first * batch_size))
+    cheaper = [f"data.test_size={images} (about {NOTICE_S // 60} min)"]
+    name = task.removeprefix("attack ")
+    attack = attacks.get(name) if task.startswith("attack ") else None
+    if attack is not None:
+        if isinstance(attack, EOT):
+            cheaper.append(f"eot_samples={max(1, attack.n // 4)} (now {attack.n})")
+        steps = getattr(innermost(attack), "steps", None)
+        if isinstance(steps, int) and steps > 1:
+            cheaper.append(f"attack.{name}.steps={max(1, steps // 4)} (now {steps})")
+    if randomised:
+        cheaper.append("eval_draws=3")
+    return (
+        f"expected cost: about {clock(expected)} for {progress.batches} batch(es) of {batch_size} ({clock(first)} "
+        f"for the first, {100 * share:.0f}% of it {task}); cheaper: {', '.join(cheaper)}"
+    )
 
 
 class EvaluationLoop(L.Callback):
@@ -205,6 +238,10 @@ class EvaluationLoop(L.Callback):
                     evaluation.update(record)
                     self._spent["evaluations"][name] += time.perf_counter() - start
         self._progress.next_batch()
+        if self._progress.batch == 1 and stage == "test" and trainer.is_global_zero:
+            notice = cost_notice(self._progress, self.attacks, len(x), self._draws > 1)
+            if notice:
+                print(notice, flush=True)
 
     def _finish(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         self._progress.close()

@@ -9,10 +9,12 @@ from collections import Counter
 import pytest
 import torch
 
+from robustlab.attacks import PGD
+from robustlab.attacks.adaptive import EOT
 from robustlab.attacks.base import Attack
 from robustlab.cli import robustlab_cause
 from robustlab.evaluate import evaluate
-from robustlab.evaluation import Evaluation
+from robustlab.evaluation import Evaluation, loop
 from robustlab.evaluation.loop import example_seeds
 from robustlab.progress import Progress, part, step
 from tests.helpers import make_cfg
@@ -242,3 +244,22 @@ def test_example_seeds_keep_seed_zero_and_reach_torch_for_every_seed():
         g = torch.Generator()
         draws = [torch.rand(3, generator=g.manual_seed(int(s))) for s in (idx[5], seeds[5])]
         assert not torch.equal(*draws)
+
+
+def test_a_costly_evaluation_says_so_after_its_first_batch_with_cheaper_flags(tmp_path, monkeypatch, capsys):
+    progress = Progress(20, ["attack eot_pgd", "checks"], enabled=False)
+    progress.spent.update({"attack eot_pgd": 57.0, "checks": 3.0})
+    attacks = {"eot_pgd": EOT(PGD(steps=40), 20)}
+    notice = loop.cost_notice(progress, attacks, 250, randomised=True)
+    assert notice.startswith("expected cost: about 20m00s for 20 batch(es) of 250 (1m00s for the first, 95% of it ")
+    for flag in ("data.test_size=750 (about 3 min)", "eot_samples=5 (now 20)", "attack.eot_pgd.steps=10 (now 40)"):
+        assert flag in notice
+    assert "eval_draws=3" in notice
+    progress.spent.update({"attack eot_pgd": 5.0, "checks": 1.0})
+    assert loop.cost_notice(progress, attacks, 250, randomised=False) is None, "20 x 6 s is under three minutes"
+
+    monkeypatch.setattr(loop, "NOTICE_S", 0)
+    args = [f"ckpt={checkpoint('standard')}", "logger=none", "data.test_size=20", "progress=false", "attack=[fgsm]"]
+    evaluate(make_cfg("eval", tmp_path, args))
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("expected cost: ")]
+    assert len(printed) == 1 and "data.test_size=" in printed[0]
