@@ -7,6 +7,7 @@ import torch
 from robustlab.attacks import BIM, FGSM
 from robustlab.evaluate import evaluate
 from robustlab.evaluation import Structure
+from robustlab.evaluation.loop import example_seeds
 from robustlab.metrics import EBD, EBD2, ENI, NeuronSensitivity, NeuronUncertainty
 from robustlab.metrics.coverage import layer_outputs, select_layers
 from tests.evaluation.helpers import Tiny as _Tiny
@@ -33,7 +34,7 @@ def test_results_equal_direct_metric_runs_and_ignore_batch_size():
     results = _run(10)
     x, y = _data(24)
     net = _Tiny().model.eval()
-    seeds = torch.arange(24) + (3 << 32)
+    seeds = example_seeds(torch.arange(24), 3)
     layers = select_layers(net)
     clean, adv = layer_outputs(net, x, layers), layer_outputs(net, FGSM(eps=0.2)(net, x, y), layers)
     ebd, ebd2, eni = EBD(**EBD_ARGS), EBD2(**_ebd2()), ENI(**ENI_ARGS)
