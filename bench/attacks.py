@@ -11,6 +11,12 @@ points that stay robust, so it uses the same CNN trained for ``--aa-epochs`` on 
 first ``--aa-batch`` test images at eps 0.1, with torchattacks' AutoAttack(version="standard")
 settings on both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Square 5000 queries
 with the schedule rescaled to the budget.
+
+The early-exit rows use that trained CNN on ``--eval-images`` test images at eps 0.3 (issue 17): our PGD-10 with
+per-example seeds, with and without ``early_stop``, against torchattacks' PGD-10, each with its robust accuracy.
+Then seeded noise for a 512x3x32x32 batch against ``torch.rand_like`` (goal <= 1.5), and the share of a Square run
+(``--square-queries`` on ``--square-images`` test images) spent drawing its per-example noise (goal <= 10%).
+``--quick`` shrinks every size and repeat count, for a first look (or a GPU session) in a few minutes.
 """
 
 import argparse
@@ -21,9 +27,21 @@ import torch.nn.functional as F
 import torchattacks
 
 from robustlab.attacks import APGD, APGDT, CW2, FABT, PGD, AutoAttack, Square
+from robustlab.attacks import square as square_module
+from robustlab.attacks.base import random_like
 from robustlab.data import MNIST5k
 from robustlab.models.mnist_cnn import MNISTCNN
-from robustlab.utils import timed
+from robustlab.utils import keep_freed_memory, timed
+
+QUICK = {
+    "batch": 100,
+    "repeats": 3,
+    "aa_batch": 50,
+    "aa_repeats": 1,
+    "eval_images": 200,
+    "square_images": 200,
+    "square_queries": 200,
+}
 
 
 def _order(repeat: int) -> tuple[int, int]:
@@ -63,6 +81,68 @@ def _autoattack_pair(model, x, y, eps: float, queries: int):
     return lambda: ours(model, x, y, seeds=seeds), lambda: theirs(x, y)
 
 
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor, mean: bool = True):
+    """The share of ``x`` classified as ``y`` (``mean=False``: the mask)."""
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    return correct.float().mean().item() if mean else correct
+
+
+def _early_exit(model, x, y, repeats: int, device) -> None:
+    """Robust accuracy under PGD-10 at eps 0.3: ours with per-example seeds, with and without early exit (its run
+    returns the success mask), against torchattacks' PGD-10 and the forward pass that scores its images."""
+    seeds = torch.arange(len(x), device=device)
+    ours = {stop: PGD(eps=0.3, step=0.03, steps=10, early_stop=stop) for stop in (True, False)}
+    peer = torchattacks.PGD(model, eps=0.3, alpha=0.03, steps=10, random_start=True)
+    runs = {stop: (lambda a=a: a.run(model, x, y, seeds=seeds).success) for stop, a in ours.items()}
+    runs["torchattacks"] = lambda: ~_accuracy(model, peer(x, y), y, mean=False)
+    accuracy = {key: (~run()).float().mean().item() for key, run in runs.items()}
+    times = {key: [] for key in runs}
+    for r in range(repeats):
+        for key in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+            times[key].append(timed(runs[key], device))
+    median = {key: statistics.median(t) for key, t in times.items()}
+    print(f"PGD-10 evaluation at eps 0.3 on {len(x)} test images of the trained CNN, median of {repeats}:")
+    print(f"{'run':<26}{'seconds':>9}{'/ torchattacks':>16}{'robust accuracy':>17}")
+    labels = {True: "ours, early_stop", False: "ours, every step", "torchattacks": "torchattacks + scoring"}
+    for key, label in labels.items():
+        print(f"{label:<26}{median[key]:>9.3f}{median[key] / median['torchattacks']:>16.2f}{accuracy[key]:>17.4f}")
+    assert accuracy[True] == accuracy[False], "early exit must not change robust accuracy"
+
+
+def _seeded_noise(repeats: int) -> None:
+    x, seeds = torch.empty(512, 3, 32, 32), torch.arange(512)
+    seeded = statistics.median(timed(lambda: random_like(x, seeds)) for _ in range(repeats))
+    plain = statistics.median(timed(lambda: torch.rand_like(x)) for _ in range(repeats))
+    print(
+        f"seeded noise 512x3x32x32 (CPU): {1000 * seeded:.2f} ms, torch.rand_like {1000 * plain:.2f} ms, "
+        f"ratio {seeded / plain:.2f}"
+    )
+
+
+def _square_noise(model, x, y, queries: int, device) -> None:
+    """The share of one seeded Square run spent in its per-example noise streams."""
+    spent, draw = [0.0], square_module._Streams.draw
+
+    def counted(self, width, rows=1):
+        out = []
+        spent[0] += timed(lambda: out.append(draw(self, width, rows)), device)
+        return out[0]
+
+    square_module._Streams.draw = counted
+    out = []
+    try:
+        attack = Square(eps=0.3, n_queries=queries, rescale_schedule=True)
+        total = timed(lambda: out.append(attack(model, x, y, seeds=torch.arange(len(x), device=device))), device)
+    finally:
+        square_module._Streams.draw = draw
+    print(
+        f"Square ({queries} queries, eps 0.3) on {len(x)} test images of the trained CNN: {total:.2f} s, of which "
+        f"drawing noise {spent[0]:.3f} s ({100 * spent[0] / total:.1f}%); robust accuracy "
+        f"{_accuracy(model, out[0], y):.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=200)
@@ -73,7 +153,14 @@ def main() -> None:
     parser.add_argument("--aa-repeats", type=int, default=3)
     parser.add_argument("--aa-epochs", type=int, default=2)
     parser.add_argument("--aa-queries", type=int, default=5000)
+    parser.add_argument("--eval-images", type=int, default=500)
+    parser.add_argument("--square-images", type=int, default=1000)
+    parser.add_argument("--square-queries", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: " + str(QUICK))
     args = parser.parse_args()
+    if args.quick:
+        vars(args).update(QUICK)
+    print(f"keep_freed_memory: {keep_freed_memory()}")
     torch.manual_seed(0)
     device = torch.device(args.device)
     model = MNISTCNN().to(device).eval()
@@ -133,15 +220,22 @@ def main() -> None:
     for name, (ours, theirs) in times.items():
         o, t = statistics.median(ours), statistics.median(theirs)
         print(f"{name:<14}{o:>10.3f}{t:>18.3f}{o / t:>8.2f}")
-    with torch.no_grad():
-        clean = (aa_model(x_aa).argmax(1) == y_aa).float().mean().item()
+    robust = [_accuracy(aa_model, run(), y_aa) for run in aa]
     print(
-        f"autoattack: trained CNN ({args.aa_epochs} epochs, clean accuracy {clean:.3f}), {args.aa_batch} test "
-        f"images, eps 0.1, median of {args.aa_repeats}"
+        f"autoattack: trained CNN ({args.aa_epochs} epochs, clean accuracy {_accuracy(aa_model, x_aa, y_aa):.3f}), "
+        f"{args.aa_batch} test images, eps 0.1, median of {args.aa_repeats}; robust accuracy ours {robust[0]:.4f}, "
+        f"torchattacks {robust[1]:.4f}"
     )
     bare = statistics.median(floor)
     pgd = statistics.median(times["pgd_linf_10"][0])
     print(f"PGD-{k} / {k} bare forward+backward passes: {pgd:.3f} / {bare:.3f} = {pgd / bare:.2f}")
+    print()
+    order = torch.randperm(len(test.y), generator=torch.Generator().manual_seed(1))
+    x_eval, y_eval = test.x[order].to(device), torch.as_tensor(test.y[order]).to(device)
+    _early_exit(aa_model, x_eval[: args.eval_images], y_eval[: args.eval_images], args.repeats, device)
+    print()
+    _seeded_noise(3 * args.repeats)
+    _square_noise(aa_model, x_eval[: args.square_images], y_eval[: args.square_images], args.square_queries, device)
 
 
 if __name__ == "__main__":

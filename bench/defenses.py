@@ -15,6 +15,11 @@ Then it times one training epoch of pgd_at through our ``Trainer`` (validation, 
 logger and progress bar off) and through a plain loop doing the same work (PGD-7 examples in eval
 mode, forward/backward on them, Adam step, same data loader), interleaved, median of
 ``--repeats``; goal: ratio <= 1.1. ``--quick`` shrinks everything for a smoke test.
+
+``--costly`` measures the costly defenses at their defaults instead (issue 17), each trained for 4 batches:
+RC's radius search with early decisions against one counting every vote (``--rc-samples`` per image on the
+``--rc-val`` validation images; the same radius), and ``evaluate.py`` on ``--costly-test`` test images of rt, eit
+and pd under the default attacks, with the expected cost the run printed after its first batch.
 """
 
 import argparse
@@ -151,6 +156,73 @@ def overhead(args) -> None:
     )
 
 
+def _quick_checkpoint(defense: str, out: Path, *overrides: str) -> str:
+    """``defense`` trained on 4 batches of one epoch (no test stage); its checkpoint."""
+    args = [f"defense={defense}", "++trainer.max_epochs=1", "++trainer.limit_train_batches=4", "test=false"]
+    args += ["logger=none", "++trainer.enable_progress_bar=false", "++trainer.enable_model_summary=false"]
+    return train(compose_config("train", [*args, *overrides, f"paths.output_dir={out / defense}"]))["checkpoint"]
+
+
+def _counted_search(vote, loader, radius_min: float, radius_max: float, step: float, tolerance: float) -> float:
+    """RC's bisection with every vote of every validation image counted (the search before early decisions)."""
+    total = len(loader.dataset)
+    clean = sum(int(vote.net(b[0]).argmax(1).eq(b[1]).sum()) for b in loader) / total
+
+    def within(radius: float) -> bool:
+        gen = torch.Generator().manual_seed(0)
+        correct = sum(int((vote.votes(b[0], radius, gen).argmax(1) == b[1]).sum()) for b in loader)
+        return clean - correct / total <= tolerance
+
+    grid = [radius_min + step * (i + 1) for i in range(int(round((radius_max - radius_min) / step)))]
+    lo, hi = -1, len(grid)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if within(grid[mid]) else (lo, mid)
+    return round(grid[lo], 10) if lo >= 0 else radius_min
+
+
+def costly(args, out: Path) -> None:
+    import contextlib
+    import io
+
+    from torch.utils.data import DataLoader
+
+    from robustlab.checkpoint import build_model, read_checkpoint
+    from robustlab.defenses import rc
+    from robustlab.evaluate import evaluate
+
+    ckpt = _quick_checkpoint("rc", out, "defense.search=false", f"defense.n_samples={args.rc_samples}")
+    vote = build_model(read_checkpoint(ckpt)).eval()
+    datamodule = MNIST5k(val_size=args.rc_val)
+    datamodule.setup("fit")
+    loader = DataLoader(datamodule.val_set, batch_size=250)
+    with torch.no_grad():
+        radius = {}
+        early = timed(lambda: radius.update(early=rc.search_radius(vote, loader, 0.0, 0.3, 0.01, 0.01)))
+        counted = timed(lambda: radius.update(counted=_counted_search(vote, loader, 0.0, 0.3, 0.01, 0.01)))
+    print(
+        f"rc radius search, {args.rc_samples} samples on {len(datamodule.val_set)} validation images: early decisions "
+        f"{early:.1f} s (radius {radius['early']}), every vote counted {counted:.1f} s (radius {radius['counted']}), "
+        f"ratio {early / counted:.2f}",
+        flush=True,
+    )
+    for defense in ("rt", "eit", "pd"):
+        ckpt = _quick_checkpoint(defense, out)
+        overrides = [f"ckpt={ckpt}", f"data.test_size={args.costly_test}", "logger=none", "progress=false"]
+        overrides.append(f"paths.output_dir={out / defense / 'eval'}")
+        printed, report = io.StringIO(), {}
+        with contextlib.redirect_stdout(printed):
+            seconds = timed(lambda: report.update(evaluate(compose_config("eval", overrides))))
+        notice = next((line for line in printed.getvalue().splitlines() if line.startswith("expected cost")), "none")
+        accuracy = {name: f"{r['robust_accuracy']:.3f}" for name, r in report["attacks"].items()}
+        print(
+            f"{defense}: evaluate.py on {args.costly_test} test images, default attacks: {seconds:.1f} s; attack "
+            f"seconds { ({k: round(v, 1) for k, v in report['timings']['attacks'].items()}) }; robust accuracy "
+            f"{accuracy}; notice after the first batch: {notice}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=12)
@@ -160,12 +232,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop for the overhead ratio")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 500 images, 50 test images, 50 queries")
     parser.add_argument("--skip-table", action="store_true", help="only measure the Lightning overhead")
+    parser.add_argument("--costly", action="store_true", help="only the costly defenses: rc, rt, eit, pd")
+    parser.add_argument("--rc-samples", type=int, default=1000, help="RC votes per image in --costly")
+    parser.add_argument("--rc-val", type=int, default=500, help="validation images of RC's search in --costly")
+    parser.add_argument("--costly-test", type=int, default=100, help="test images per defense in --costly")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.train_size, args.test_size, args.queries, args.repeats = 1, 500, 50, 50, 1
+        args.rc_samples, args.rc_val, args.costly_test = 100, 100, 20
     os.environ.setdefault("WANDB_MODE", "offline")
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as out:
+        if args.costly:
+            costly(args, Path(out))
+            return
         if not args.skip_table:
             defense_table(args, Path(out))
     overhead(args)

@@ -132,50 +132,74 @@ def run(cfg: DictConfig, net: nn.Module, datamodule, source: dict[str, Any], def
         trainer.test(module, datamodule=datamodule, verbose=False)
         if loop.skipped:
             say(trainer, f"resumed: {loop.skipped} finished batch(es) per process read from the journal")
-        results = loop.results["test"]
-        attack_params = {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}
-        report = {
-            "run": _run_info(),
-            "checkpoint": source["path"] if source["source"] == "checkpoint" else None,
-            "defense_name": defense,
-            "data": datamodule.name,
-            "model": source.get("target"),
-            "model_source": source,
-            "seed": int(cfg.seed),
-            "world_size": trainer.world_size,
-            **{k: results[k] for k in AttackEvaluation.sections if k in results},
-            "threat": _threat(attacks),
-            "attack_params": attack_params,
-            "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
-            **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
-            "timings": loop.timings["test"],
-        }
-        report["robustbench"] = robustbench_entry(report, datamodule, source)
-        pages = ""
-        if trainer.is_global_zero and cfg.get("write_report", True):
-            write_json(report_path, report)
-            info = {"checkpoint": report["checkpoint"], "model": _origin(source), "report": str(report_path.resolve())}
-            log_run_info(loggers, info)
-            start = time.perf_counter()
-            try:
-                log_report(loggers, write_pages(report, report_path.parent), report_path.parent)
-                pages = f" (report.html, report.md: {time.perf_counter() - start:.1f} s)"
-            except Exception as err:  # the numbers are written; a page that cannot be drawn must not lose the run
-                warnings.warn(
-                    f"report.html / report.md not written ({type(err).__name__}: {err}); rebuild them with "
-                    f"python -m robustlab.report {report_path.parent}",
-                    ReportWarning,
-                    stacklevel=1,
-                )
+        report, pages = run_report(cfg, loop, trainer, loggers, datamodule, source, defense, configured)
     say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}{pages}"]))
     return report
 
 
-def _run_info() -> dict[str, Any]:
+def run_report(
+    cfg: DictConfig,
+    loop: EvaluationLoop,
+    trainer: L.Trainer,
+    loggers: list,
+    datamodule,
+    source: dict[str, Any],
+    defense: str | None,
+    configured: dict[str, Any],
+    script: str = "evaluate.py",
+) -> tuple[dict[str, Any], str]:
+    """The report of the test stage ``loop`` ran (the attacks it ran, ``configured`` before adaptive wrapping), and
+    on rank zero, unless ``write_report`` is false, ``report.json``, report.html and report.md in
+    ``cfg.paths.output_dir``, logged to ``loggers``. Returns the report and a note on the pages for the summary
+    line. ``train.py`` writes one for its test stage too, so a training sweep's directory is comparable."""
+    attacks = loop.attacks
+    report_path = Path(cfg.paths.output_dir) / "report.json"
+    results = loop.results["test"]
+    attack_params = {k: plain(v) for k, v in (cfg.get("attack") or {}).items()}
+    report = {
+        "run": _run_info(script),
+        "checkpoint": source["path"] if source["source"] == "checkpoint" else None,
+        "defense_name": defense,
+        "data": datamodule.name,
+        "model": source.get("target"),
+        "model_source": source,
+        "seed": int(cfg.seed),
+        "world_size": trainer.world_size,
+        **{k: results[k] for k in AttackEvaluation.sections if k in results},
+        "threat": _threat(attacks),
+        "attack_params": attack_params,
+        "early_stop": loop.early_stop,
+        "adaptive": {name: repr(attack) for name, attack in attacks.items() if attack is not configured[name]},
+        **{k: v for k, v in results.items() if k not in AttackEvaluation.sections},
+        "timings": loop.timings["test"],
+    }
+    report["robustbench"] = robustbench_entry(report, datamodule, source)
+    pages = ""
+    if trainer.is_global_zero and cfg.get("write_report", True):
+        write_json(report_path, report)
+        info = {"checkpoint": report["checkpoint"], "model": _origin(source), "report": str(report_path.resolve())}
+        log_run_info(loggers, info)
+        start = time.perf_counter()
+        try:
+            log_report(loggers, write_pages(report, report_path.parent), report_path.parent)
+            pages = f" (report.html, report.md: {time.perf_counter() - start:.1f} s)"
+        except Exception as err:  # the numbers are written; a page that cannot be drawn must not lose the run
+            warnings.warn(
+                f"report.html / report.md not written ({type(err).__name__}: {err}); rebuild them with "
+                f"python -m robustlab.report {report_path.parent}",
+                ReportWarning,
+                stacklevel=1,
+            )
+    return report, pages
+    say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}{pages}"]))
+    return report
+
+
+def _run_info(script: str = "evaluate.py") -> dict[str, Any]:
     """The report's ``run`` header: robustlab's version, the time (UTC) and the command line's overrides."""
     command = None
     if HydraConfig.initialized():
-        command = shlex.join(["python", "evaluate.py", *HydraConfig.get().overrides.task])
+        command = shlex.join(["python", script, *HydraConfig.get().overrides.task])
     return {
         "robustlab": __version__,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

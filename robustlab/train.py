@@ -14,7 +14,9 @@ from omegaconf import DictConfig, open_dict
 import robustlab
 from robustlab.checkpoint import META_KEY, read_checkpoint
 from robustlab.errors import RobustlabError
+from robustlab.evaluate import run_report
 from robustlab.evaluation import AttackEvaluation, EvaluationLoop
+from robustlab.models.sources import describe
 from robustlab.tasks import (
     adapted,
     check_compatible,
@@ -165,16 +167,20 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
         )
         if module.after_fit(datamodule) and ckpt_path:
             trainer.save_checkpoint(ckpt_path)
+        report = None
         if cfg.get("test"):
             loop.attacks = adapted(attacks, module, cfg)
             trainer.test(module, datamodule=datamodule)
             metrics.update(_scalars(trainer.callback_metrics))
+            source = describe("checkpoint", path=ckpt_path, target=cfg.model.get("_target_"))
+            report, _ = run_report(cfg, loop, trainer, loggers, datamodule, source, defense, attacks, "train.py")
         summary = {
             "checkpoint": ckpt_path,
             "defense": defense,
             "stages": stages,
             "metrics": metrics,
             "test": loop.results.get("test"),
+            "report": str((Path(cfg.paths.output_dir) / "report.json").resolve()) if report else None,
             "adaptive": {name: repr(a) for name, a in loop.attacks.items() if a is not attacks.get(name)},
         }
         if trainer.is_global_zero:

@@ -1,5 +1,5 @@
 """Scale-out through Hydra launchers: a 2-job training sweep and a 2-job evaluation sweep through submitit's local
-launcher (each job its own process, as on a Slurm cluster), the comparison page built from the sweep directory, and
+launcher (each job its own process, as on a Slurm cluster), the comparison page built from each sweep directory, and
 the Slurm launcher's configuration composed for a multi-node DDP job."""
 
 import json
@@ -36,6 +36,15 @@ def test_a_training_sweep_and_its_evaluation_sweep_through_submitit_local(tmp_pa
     assert len(_jobs(train_dir)) == 2
     summaries = [json.loads((train_dir / str(job) / "summary.json").read_text()) for job in range(2)]
     assert [s["defense"] for s in summaries] == ["standard", "fgsm_at"]
+    for job, summary in enumerate(summaries):  # each job's test stage writes a report, as evaluate.py does
+        report = json.loads((train_dir / str(job) / "report.json").read_text())
+        assert summary["report"] == str(train_dir / str(job) / "report.json")
+        assert report["checkpoint"] == summary["checkpoint"] and report["run"]["command"].startswith("python train.py")
+        assert report["attacks"]["fgsm"]["robust_accuracy"] == summary["test"]["attacks"]["fgsm"]["robust_accuracy"]
+    compared = run_cli("-m", "robustlab.report", str(train_dir))
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    page = (train_dir / "comparison.html").read_text()
+    assert all(f'href="{job}/report.html"' in page for job in range(2)) and "fgsm_at" in page
 
     ckpts = ",".join(s["checkpoint"] for s in summaries)
     evaluated = run_cli(

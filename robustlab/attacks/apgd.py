@@ -70,9 +70,11 @@ class APGD(Attack):
     * ``restarts``: runs from new random starts on the examples not yet broken.
     * ``eot_iter``: gradients averaged over this many forward passes (randomised models).
 
-    Examples misclassified clean are not attacked. Each example stops once misclassified (its
-    trajectory does not depend on the others, so this changes no result and saves time); with
-    ``eot_iter > 1`` "misclassified" is decided on the mean logits of the ``eot_iter`` draws.
+    Examples misclassified clean are not attacked. With ``early_stop`` (default) each example stops once
+    misclassified and its first misclassified iterate is returned (its trajectory does not depend on the others,
+    so the success mask is that of the full run, at a fraction of the cost); ``early_stop=False`` runs every step,
+    as the reference does, and returns each example's last misclassified iterate. With ``eot_iter > 1``
+    "misclassified" is decided on the mean logits of the ``eot_iter`` draws.
     ``last_iterations``: per example, the iteration (counted over restarts; 0 = the start point) of
     its first misclassified iterate, or the total number of iterations if it was never broken.
     """
@@ -90,6 +92,7 @@ class APGD(Attack):
         rho: float = 0.75,
         eot_iter: int = 1,
         large_reps: bool = False,
+        early_stop: bool = True,
     ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm)
@@ -101,6 +104,7 @@ class APGD(Attack):
             raise RobustlabError("large_reps needs norm='l1' and at least 5 steps", "drop large_reps or fix norm/steps")
         self.loss, self.steps, self.restarts = loss, check_count(steps, "steps"), check_count(restarts, "restarts")
         self.rho, self.eot_iter, self.large_reps = float(rho), check_count(eot_iter, "eot_iter"), bool(large_reps)
+        self.early_stop = bool(early_stop)
 
     @property
     def label(self) -> str:
@@ -151,9 +155,10 @@ class APGD(Attack):
         return (direction / (direction.abs().sum(1, keepdim=True) + 1e-10)).view_as(grad)
 
     def _run(self, model, x, y, target, x_start, steps: int, eps: float, stop: bool):
-        """One APGD run from ``x_start``. Returns the first misclassified iterate per example (or
-        ``x``), its logits (zero where none), the success mask, the iteration of first success (``steps`` if
-        none) and the highest-loss point (the warm start of the next ``large_reps`` stage)."""
+        """One APGD run from ``x_start``; ``stop``: each example leaves at its first misclassified iterate. Returns
+        per example that iterate (without ``stop`` the last misclassified one) or ``x``, its logits (zero where none),
+        the success mask, the iteration of first success (``steps`` if none) and the highest-loss point (the warm
+        start of the next ``large_reps`` stage)."""
         n, l1 = len(x), self.norm == "l1"
         found_x, found = x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
         first = torch.full((n,), steps, dtype=torch.long, device=x.device)
@@ -193,8 +198,8 @@ class APGD(Attack):
             met = goal_met(logits.argmax(1), s["y"])
             if met.any():
                 hit = s["i"][met]
+                first[hit] = torch.where(found[hit], first[hit], it)
                 found_x[hit], found[hit], found_logits[hit] = s["x_adv"][met], True, logits[met]
-                first[hit] = it
                 if stop:
                     best_x[hit] = s["x_best"][met]
                     s = {key: v[~met] for key, v in s.items()}
@@ -264,7 +269,8 @@ class APGD(Attack):
                 if self.large_reps:
                     res = self._large_reps(model, xs, ys, ts, sd)
                 else:
-                    res = self._run(model, xs, ys, ts, self._start(xs, sd, self.eps), self.steps, self.eps, True)
+                    start = self._start(xs, sd, self.eps)
+                    res = self._run(model, xs, ys, ts, start, self.steps, self.eps, self.early_stop)
             x_found, logits, ok, it = res[:4]
             if out_logits is None:
                 out_logits = logits.new_zeros(n, logits.shape[1])
@@ -279,7 +285,8 @@ class APGD(Attack):
         x_init, done = x + random_like(x, seeds, "normal"), 0
         for j, (eps, steps) in enumerate(zip(epss, iters)):
             x_init = self._project(x_init, x, eps)
-            x_found, logits, ok, it, x_init = self._run(model, x, y, target, x_init, steps, eps, j == len(epss) - 1)
+            stop = j == len(epss) - 1 and self.early_stop
+            x_found, logits, ok, it, x_init = self._run(model, x, y, target, x_init, steps, eps, stop)
             done += steps
         return x_found, logits, ok, it + done - steps
 
@@ -326,8 +333,9 @@ class APGDT(APGD):
         rho: float = 0.75,
         eot_iter: int = 1,
         large_reps: bool = False,
+        early_stop: bool = True,
     ):
-        super().__init__(eps, norm, "dlr", steps, restarts, rho, eot_iter, large_reps)
+        super().__init__(eps, norm, "dlr", steps, restarts, rho, eot_iter, large_reps, early_stop)
         self.n_targets = check_count(n_targets, "n_targets")
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target=None) -> torch.Tensor:

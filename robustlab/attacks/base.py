@@ -3,6 +3,7 @@
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -61,12 +62,9 @@ def random_like(x: torch.Tensor, seeds: torch.Tensor | None, kind: str = "unifor
     if kind == "laplace":
         u = random_like(x, seeds) - 0.5
         return -u.sign() * (1 - 2 * u.abs()).clamp_min(1e-12).log()
-    draw = torch.rand if kind == "uniform" else torch.randn
     if seeds is None:
-        return draw(x.shape, device=x.device, dtype=x.dtype)
-    gen = torch.Generator()
-    noise = [draw(x.shape[1:], generator=gen.manual_seed(int(s))) for s in seeds.tolist()]
-    return torch.stack(noise).to(device=x.device, dtype=x.dtype)
+        return (torch.rand if kind == "uniform" else torch.randn)(x.shape, device=x.device, dtype=x.dtype)
+    return draw(seeds.tolist(), x.shape[1:], kind, x)
 
 
 def input_gradient(
@@ -118,15 +116,38 @@ def example_generators(seeds: torch.Tensor | None, n: int) -> list[torch.Generat
     return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
 
 
+#: Per-example noise of at least this many elements is drawn by ``torch.get_num_threads()`` threads (torch releases
+#: the GIL inside each draw); below it, thread start-up costs more than it saves.
+PARALLEL_NOISE = 1 << 20
+
+
+def _fill(rows: torch.Tensor, sources: list, kind: str) -> None:
+    """Fill each of ``rows`` from its source: a generator, or a seed for a generator seeded afresh."""
+    gen = torch.Generator()
+    for row, source in zip(rows, sources):
+        g = gen.manual_seed(source) if isinstance(source, int) else source
+        if kind == "rademacher":
+            row.copy_(torch.randint(0, 2, row.shape, generator=g)).mul_(2).sub_(1)
+        else:
+            (row.normal_ if kind == "normal" else row.uniform_)(generator=g)
+
+
 def draw(generators: list, shape: tuple[int, ...], kind: str, like: torch.Tensor) -> torch.Tensor:
     """Per example noise of ``shape`` ("normal", "uniform" in [0,1) or "rademacher" +-1), stacked
-    to ``(len(generators), *shape)`` on ``like``'s device and dtype."""
-    if kind == "rademacher":
-        noise = [torch.randint(0, 2, shape, generator=g).float() * 2 - 1 for g in generators]
+    to ``(len(generators), *shape)`` on ``like``'s device and dtype, from one generator per example (or one seed:
+    a generator seeded with it). Each example's row is filled in place (the values ``torch.rand`` / ``torch.randn``
+    / ``torch.randint`` give with its generator), by several threads for a large batch: each generator is used by
+    one thread only, so the values do not change."""
+    noise = torch.empty(len(generators), *shape)
+    workers = min(torch.get_num_threads(), len(generators)) if noise.numel() >= PARALLEL_NOISE else 1
+    if workers > 1:
+        sizes = [len(part) for part in noise.chunk(workers)]
+        parts = zip(noise.split(sizes), [generators[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))])
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda part: _fill(*part, kind), parts))
     else:
-        sample = torch.randn if kind == "normal" else torch.rand
-        noise = [sample(shape, generator=g) for g in generators]
-    return torch.stack(noise).to(device=like.device, dtype=like.dtype)
+        _fill(noise, generators, kind)
+    return noise.to(device=like.device, dtype=like.dtype)
 
 
 def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

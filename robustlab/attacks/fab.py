@@ -45,9 +45,10 @@ class FABT(Attack):
     ``x1 <- clip((x1 + eta d1)(1 - a) + (x0 + eta d2) a)`` with ``a = min(|d1| / (|d1| + |d2|), alpha_max)``,
     and a backward step ``x0 + beta (x1 - x0)`` after each success. Norms ``linf`` and ``l2``.
 
-    An example counts as broken once a misclassified point within ``eps`` is found; it is not
-    attacked further (FAB would keep shrinking the perturbation, which does not change robust
-    accuracy at ``eps``). Returns that point, or the clean image where it failed.
+    An example counts as broken once a misclassified point within ``eps`` is found. With ``early_stop``
+    (default) it is not attacked further and that point is returned; ``early_stop=False`` runs every step of that
+    target's run, as FAB does, and returns the smallest misclassified point it found (the same examples are
+    broken: the run of one example does not depend on the others). Where it failed, the clean image.
     ``restarts`` > 1 adds runs from random points of radius ``eps / 2`` (per-example seeds).
     ``last_iterations``: iterations spent per example over all targets and restarts.
     """
@@ -66,6 +67,7 @@ class FABT(Attack):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        early_stop: bool = True,
     ):
         super().__init__()
         self.eps, self.norm = check_eps(eps), check_norm(norm, ("linf", "l2"))
@@ -77,6 +79,7 @@ class FABT(Attack):
                 "use alpha_max 0.1, eta 1.05, beta 0.9 (Croce & Hein)",
             )
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
+        self.early_stop = bool(early_stop)
 
     def _boundary(self, model, x1, y, t):
         """``z_t - z_y`` and its input gradient."""
@@ -122,13 +125,15 @@ class FABT(Attack):
             s["x1"] = torch.where(per_example(adv, x1), s["x0"] + self.beta * (x1 - s["x0"]), x1)
             if done.any():
                 hit = s["i"][done]
-                out[hit], found[hit], spent[hit] = x1[done], True, it + 1
+                out[hit], found[hit] = x1[done], True
                 if out_logits is None:
                     out_logits = logits.new_zeros(n, logits.shape[1])
                 out_logits[hit] = logits[done]
-                s = {k: v[~done] for k, v in s.items()}
-                if len(s["i"]) == 0:
-                    break
+                if self.early_stop:
+                    spent[hit] = it + 1
+                    s = {k: v[~done] for k, v in s.items()}
+                    if len(s["i"]) == 0:
+                        break
         return out, out_logits, found, spent
 
     def _start(self, x0, seeds, restart):

@@ -52,7 +52,8 @@ class PGD(Attack):
     * ``early_stop`` (with ``keep_successful``): each example leaves the batch at its first successful iterate,
       which is returned, so that broken examples cost no more steps. The success mask and ``last_iterations`` are
       those of the full run (each example's iterates are the same up to its first success); the returned images
-      of broken examples differ.
+      of broken examples differ. ``None``: decided by the evaluation loop (on unless an evaluation reads the
+      returned images, or the model is randomised); off when the attack runs on its own.
 
     ``last_iterations`` holds, per example, the first step at which the goal was met
     (0 = already at the start point) or ``steps + 1`` if never.
@@ -73,7 +74,7 @@ class PGD(Attack):
         random_start: bool = True,
         keep_successful: bool = True,
         quantile: float = 0.99,
-        early_stop: bool = False,
+        early_stop: bool | None = False,
     ):
         super().__init__()
         self.eps, self.step = check_eps(eps), check_eps(step, "step")
@@ -82,7 +83,7 @@ class PGD(Attack):
         if not 0 <= quantile <= 1:
             raise RobustlabError(f"quantile must lie in [0,1], got {quantile!r}", "use e.g. 0.99 (Tramer & Boneh)")
         self.quantile = float(quantile)
-        self.early_stop = bool(early_stop)
+        self.early_stop = None if early_stop is None else bool(early_stop)
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         delta = x_adv - x
@@ -193,8 +194,15 @@ class BIM(PGD):
 
     name = "bim"
 
-    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 15, keep_successful: bool = True):
-        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+    def __init__(
+        self,
+        eps: float = 0.3,
+        step: float = 0.05,
+        steps: int = 15,
+        keep_successful: bool = True,
+        early_stop: bool | None = False,
+    ):
+        super().__init__(eps, step, steps, "linf", False, keep_successful, early_stop=early_stop)
 
 
 class ILLC(PGD):
@@ -205,8 +213,15 @@ class ILLC(PGD):
     targeted = True
     target_rule = "least_likely"
 
-    def __init__(self, eps: float = 0.3, step: float = 0.05, steps: int = 10, keep_successful: bool = True):
-        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+    def __init__(
+        self,
+        eps: float = 0.3,
+        step: float = 0.05,
+        steps: int = 10,
+        keep_successful: bool = True,
+        early_stop: bool | None = False,
+    ):
+        super().__init__(eps, step, steps, "linf", False, keep_successful, early_stop=early_stop)
 
 
 class LLC(ILLC):
@@ -235,8 +250,9 @@ class MIFGSM(PGD):
         decay: float = 1.0,
         targeted: bool = False,
         keep_successful: bool = True,
+        early_stop: bool | None = False,
     ):
-        super().__init__(eps, step, steps, "linf", random_start=False, keep_successful=keep_successful)
+        super().__init__(eps, step, steps, "linf", False, keep_successful, early_stop=early_stop)
         self.decay, self.targeted = check_eps(decay, "decay"), bool(targeted)
         self._momentum: torch.Tensor | None = None
 

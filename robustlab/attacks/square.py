@@ -12,6 +12,7 @@ from robustlab.attacks.base import (
     check_count,
     check_eps,
     check_norm,
+    draw,
     example_generators,
     lp_norm,
     margin,
@@ -33,7 +34,7 @@ class _Streams:
     def draw(self, width: int, rows: int = 1) -> torch.Tensor:
         if self.gens is None:
             return torch.rand(self.n, rows, width, device=self.device)
-        return torch.stack([torch.rand(rows, width, generator=g) for g in self.gens]).to(self.device)
+        return draw(self.gens, (rows, width), "uniform", torch.empty(0, device=self.device))
 
     def next(self, width: int) -> torch.Tensor:
         if self.buffer is None or self.pos == self.chunk:

@@ -143,8 +143,9 @@ class AttackProbe:
             if not self.randomized:
                 at = tuple(round(inner.steps * k / (PATH_GRADIENTS - 1)) for k in range(PATH_GRADIENTS))
                 inputs: dict[int, torch.Tensor] = {}
-                with tracing(self.model, len(x), inputs, at) as path:
-                    again = attack.run(self.model, x, y, seeds, target)
+                whole = variant(attack, early_stop=False) if hasattr(inner, "early_stop") else attack
+                with tracing(self.model, len(x), inputs, at) as path:  # every step, on the whole probe batch
+                    again = whole.run(self.model, x, y, seeds, target)
                 if len(path) >= 5:
                     c["bad_gradients"] += float(self._bad_gradients(inputs.values(), y, target).sum())
                     logits = torch.stack(path)

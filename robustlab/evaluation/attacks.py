@@ -73,6 +73,12 @@ class AttackEvaluation(Evaluation):
             for name, m in self.attack_metrics.items()
         }
 
+    @property
+    def needs_final_iterates(self) -> bool:
+        """Only the attack-utility metrics read the returned images; robust accuracy, MR and the worst case read
+        success alone."""
+        return bool(self.attack_metrics)
+
     def setup(self, context: Context) -> None:
         self.attacks, self.draws = context.attacks, context.draws
         self.metrics = nn.ModuleDict(

@@ -59,6 +59,10 @@ class Evaluation:
     #: The attributes holding what :meth:`update` accumulates (modules of metrics, or plain values), written to the
     #: evaluation journal after every batch and put back on ``resume`` (:mod:`robustlab.evaluation.journal`).
     journaled: tuple[str, ...] = ()
+    #: Whether :meth:`update` reads more of a fooled example than its success (its returned image or logits), so
+    #: that attacks must return what a full run returns; when no evaluation does, attacks with ``early_stop=None``
+    #: stop each example at its first success (:meth:`EvaluationLoop.resolve_early_stop`).
+    needs_final_iterates: bool = True
 
     def report_sections(self) -> tuple[str, ...]:
         """The top-level ``report.json`` keys this evaluation writes (``sections``, default its name)."""

@@ -122,6 +122,7 @@ class Checks(Evaluation):
     """
 
     journaled = ("probe", "counts", "num_classes", "costly_counts")
+    needs_final_iterates = False
 
     def __init__(self, costly: bool = False):
         super().__init__()

@@ -44,6 +44,7 @@ class Corruption(Evaluation):
     Images smaller than 32 px are corrupted at 32 px and resized back to the model's input size."""
 
     journaled = ("ce", "fr")
+    needs_final_iterates = False
 
     def __init__(
         self,

@@ -85,6 +85,7 @@ class Curves(Evaluation):
     """
 
     journaled = ("counts",)
+    needs_final_iterates = False
 
     def __init__(
         self,

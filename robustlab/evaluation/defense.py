@@ -16,6 +16,7 @@ class DefenseUtility(Evaluation):
     ``required=False`` (``suite=full``), reports ``{"skipped": ...}``."""
 
     journaled = ("metrics",)
+    needs_final_iterates = False
 
     def __init__(self, required: bool = True):
         self.required = required

@@ -24,6 +24,7 @@ class Gallery(Evaluation):
     (:class:`SavedExamples`)."""
 
     journaled = ("kept",)
+    needs_final_iterates = False
     sections = ()
 
     def __init__(self, path: str | Path, size: int = 4):

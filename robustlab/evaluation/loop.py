@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 from robustlab.attacks.adaptive import EOT
-from robustlab.attacks.base import Attack, innermost
+from robustlab.attacks.base import Attack, innermost, variant
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.journal import Journal
@@ -121,6 +121,8 @@ class EvaluationLoop(L.Callback):
         self.journal: Journal | None = None
         self.skipped = self._skip = 0
         self._rng = None
+        self.early_stop: dict[str, bool] = {}
+        self._running = self.attacks
 
     def _active(self, trainer: L.Trainer, stage: str) -> bool:
         return stage in self.stages and not trainer.sanity_checking
@@ -130,6 +132,7 @@ class EvaluationLoop(L.Callback):
         self._draws = self.draws if stage == "test" and randomized(module) else 1
         for attack in self.attacks.values():
             attack.reset(stage)
+        self._running = self.resolve_early_stop(module)
         if self.baseline is not None:
             self.baseline = self.baseline.to(module.device).eval()
         self._context = Context(
@@ -138,7 +141,7 @@ class EvaluationLoop(L.Callback):
             classifier(module),
             trainer.datamodule,
             stage,
-            self.attacks,
+            self._running,
             self.seed,
             self.baseline,
             self._requests,
@@ -152,6 +155,24 @@ class EvaluationLoop(L.Callback):
         self._progress = Progress(batches, tasks, enabled=self.progress and stage == "test" and trainer.is_global_zero)
         if stage == "test" and self.journal_options is not None:
             self._open_journal(trainer)
+
+    def resolve_early_stop(self, module: nn.Module) -> dict[str, Attack]:
+        """The attacks as this stage runs them. An attack whose innermost attack has ``early_stop=None`` runs a copy
+        with it on when no evaluation :attr:`~robustlab.evaluation.base.Evaluation.needs_final_iterates` and the model
+        is not randomised (its noise comes from one global stream, so an example leaving the batch would change the
+        draws of the others: the fooled set would agree only in distribution), else off. ``early_stop`` records the
+        outcome for every white-box attack with the option."""
+        on = not randomized(module) and not any(e.needs_final_iterates for e in self.evaluations.values())
+        running, self.early_stop = {}, {}
+        for name, attack in self.attacks.items():
+            inner = innermost(attack)
+            if attack.kind == "whitebox" and hasattr(inner, "early_stop"):  # not a transfer's run on its surrogate
+                if inner.early_stop is None:
+                    attack = variant(attack, early_stop=on)
+                inner = innermost(attack)
+                self.early_stop[name] = bool(inner.early_stop and getattr(inner, "keep_successful", True))
+            running[name] = attack
+        return running
 
     def _open_journal(self, trainer: L.Trainer) -> None:
         """This process's journal; on ``resume``, its evaluations' states, timings and batch count put back."""
@@ -223,7 +244,7 @@ class EvaluationLoop(L.Callback):
         with eval_mode(module):
             clean_logits, store = self._clean(module, outputs, x)
             results = {}
-            for name, attack in self.attacks.items():
+            for name, attack in self._running.items():
                 with self._progress.running(f"attack {name}"):
                     results[name] = attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
                 self._spent["attacks"][name] += results[name].seconds
@@ -239,7 +260,7 @@ class EvaluationLoop(L.Callback):
                     self._spent["evaluations"][name] += time.perf_counter() - start
         self._progress.next_batch()
         if self._progress.batch == 1 and stage == "test" and trainer.is_global_zero:
-            notice = cost_notice(self._progress, self.attacks, len(x), self._draws > 1)
+            notice = cost_notice(self._progress, self._running, len(x), self._draws > 1)
             if notice:
                 print(notice, flush=True)
 

@@ -5,7 +5,7 @@ import torch
 import torchattacks
 
 from robustlab import RobustlabError
-from robustlab.attacks import ILLC, MIFGSM, PGD
+from robustlab.attacks import PGD
 from tests.attacks.helpers import accuracy, check_seeds_independent_of_batching
 
 
@@ -92,29 +92,3 @@ def test_inference_mode_is_refused(standard_model, mnist_test_batch):
 def test_bad_parameters_are_refused(kwargs, message):
     with pytest.raises(RobustlabError, match=message):
         PGD(**kwargs)
-
-
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: PGD(eps=0.1, step=0.01, steps=20),
-        lambda: PGD(eps=1.0, step=0.1, steps=15, norm="l2"),
-        lambda: MIFGSM(eps=0.1, step=0.02, steps=10),
-        lambda: ILLC(eps=0.2, step=0.05, steps=8),
-    ],
-    ids=["linf", "l2", "mifgsm", "illc"],
-)
-def test_early_stop_breaks_the_same_examples_at_the_same_steps(standard_model, mnist_test_batch, make):
-    x, y = mnist_test_batch[0][::2], mnist_test_batch[1][::2]
-    seeds = torch.arange(len(x))
-    full, early = make(), make()
-    early.early_stop = True
-    a, b = full.run(standard_model, x, y, seeds=seeds), early.run(standard_model, x, y, seeds=seeds)
-    assert 0 < int(a.success.sum()) < len(x)
-    assert torch.equal(a.success, b.success) and torch.equal(a.iterations, b.iterations)
-    pred = standard_model(b.x_adv).argmax(1)
-    assert torch.equal(b.success, pred == b.target if b.target is not None else pred != y)
-    assert torch.equal(b.logits.argmax(1), pred)
-    eps = early.eps * (1 + 1e-5)
-    norm = (b.x_adv - x).flatten(1).abs().amax(1) if early.norm == "linf" else (b.x_adv - x).flatten(1).norm(dim=1)
-    assert (norm <= eps).all() and b.x_adv.min() >= 0 and b.x_adv.max() <= 1

@@ -263,3 +263,38 @@ def test_a_costly_evaluation_says_so_after_its_first_batch_with_cheaper_flags(tm
     evaluate(make_cfg("eval", tmp_path, args))
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("expected cost: ")]
     assert len(printed) == 1 and "data.test_size=" in printed[0]
+
+
+def test_early_stop_is_on_unless_an_evaluation_reads_the_returned_images(tmp_path):
+    """``early_stop: null`` (the PGD family's configs): on for robust accuracy alone, with the same report numbers
+    as the full run; off when an attack-utility metric reads the returned images or the model is randomised;
+    an explicit value is kept."""
+    common = ["logger=none", "progress=false", "data.test_size=40", "attack=[fgsm,pgd_linf,mifgsm,transfer]"]
+    common += ["attack.pgd_linf.eps=0.04", "attack.mifgsm.eps=0.04"]
+    common.append(f"attack.transfer.surrogate={checkpoint('pgd_at')}")
+    standard = [f"ckpt={checkpoint('standard')}", *common]
+
+    def run(name, *overrides):
+        return evaluate(make_cfg("eval", tmp_path / name, [*standard, *overrides]))
+
+    early, full = run("early"), run("full", "attack.pgd_linf.early_stop=false", "attack.mifgsm.early_stop=false")
+    assert early["early_stop"] == {"pgd_linf": True, "mifgsm": True}, "not FGSM (no steps) nor transfer (surrogate)"
+    assert full["early_stop"] == {"pgd_linf": False, "mifgsm": False}
+    for name in ("pgd_linf", "mifgsm"):
+        a, b = early["attacks"][name], full["attacks"][name]
+        assert 0 < a["robust_accuracy"] < early["clean"]["CA"]
+        assert {k: v for k, v in a.items() if k not in ("seconds", "CC")} == {
+            k: v for k, v in b.items() if k not in ("seconds", "CC")
+        }
+    assert early["worst_case"] == full["worst_case"]
+    assert run("metric", "metric=[acac]")["early_stop"] == {"pgd_linf": False, "mifgsm": False}
+    forced = run("forced", "metric=[acac]", "attack.pgd_linf.early_stop=true")
+    assert forced["early_stop"] == {"pgd_linf": True, "mifgsm": False}
+    randomised = evaluate(
+        make_cfg(
+            "eval",
+            tmp_path / "rt",
+            [f"ckpt={checkpoint('rt')}", *common[:3], "attack=[pgd_linf]", "attack.pgd_linf.steps=3", "eot_samples=2"],
+        )
+    )
+    assert randomised["early_stop"] == {"pgd_linf": False}
