@@ -1,6 +1,7 @@
 """Time robustlab attacks against torchattacks on one model, batch and device, in one run.
 
     python bench/attacks.py [--batch 200] [--repeats 9] [--device cpu] [--aa-batch 100] [--aa-repeats 3]
+                            [--eval-images 500] [--square-images 1000] [--square-queries 1000] [--quick]
 
 Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0;
 AutoAttack <= 0.8), and PGD-k against k bare forward+backward passes of the model (goal <= 1.15).
