@@ -167,6 +167,7 @@ def test_a_stop_signal_stops_an_evaluation_mid_batch(sig, tmp_path):
     """SIGTERM or SIGINT in the middle of a long attack: the process stops within seconds (not at the end of the
     batch), with one line, status 128 + the signal, its loggers finished and its run-directory lock released."""
     args = [f"ckpt={checkpoint('standard')}", "attack=[pgd_linf]", "attack.pgd_linf.steps=1000000", "logger=none"]
+    args.append("attack.pgd_linf.early_stop=false")  # every example keeps being attacked, broken or not
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "evaluate.py", *args, "data.test_size=20", "progress=false", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
