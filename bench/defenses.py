@@ -164,22 +164,11 @@ def _quick_checkpoint(defense: str, out: Path, *overrides: str) -> str:
     return train(compose_config("train", [*args, *overrides, f"paths.output_dir={out / defense}"]))["checkpoint"]
 
 
-def _counted_search(vote, loader, radius_min: float, radius_max: float, step: float, tolerance: float) -> float:
-    """RC's bisection with every vote of every validation image counted (the search before early decisions)."""
-    total = len(loader.dataset)
-    clean = sum(int(vote.net(b[0]).argmax(1).eq(b[1]).sum()) for b in loader) / total
-
-    def within(radius: float) -> bool:
-        gen = torch.Generator().manual_seed(0)
-        correct = sum(int((vote.votes(b[0], radius, gen).argmax(1) == b[1]).sum()) for b in loader)
-        return clean - correct / total <= tolerance
-
-    grid = [radius_min + step * (i + 1) for i in range(int(round((radius_max - radius_min) / step)))]
-    lo, hi = -1, len(grid)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if within(grid[mid]) else (lo, mid)
-    return round(grid[lo], 10) if lo >= 0 else radius_min
+def _counted_within(vote, loader, radius: float, seed: int, clean: float, tolerance: float) -> bool:
+    """``rc.vote_within`` without its shortcuts: every vote of every validation image counted."""
+    gen = torch.Generator().manual_seed(seed)
+    correct = sum(int((vote.votes(b[0], radius, gen).argmax(1) == b[1]).sum()) for b in loader)
+    return clean - correct / len(loader.dataset) <= tolerance
 
 
 def costly(args, out: Path) -> None:
@@ -200,7 +189,11 @@ def costly(args, out: Path) -> None:
     with torch.no_grad():
         radius = {}
         early = timed(lambda: radius.update(early=rc.search_radius(vote, loader, 0.0, 0.3, 0.01, 0.01)))
-        counted = timed(lambda: radius.update(counted=_counted_search(vote, loader, 0.0, 0.3, 0.01, 0.01)))
+        decided_early, rc.vote_within = rc.vote_within, _counted_within  # the same bisection, every vote counted
+        try:
+            counted = timed(lambda: radius.update(counted=rc.search_radius(vote, loader, 0.0, 0.3, 0.01, 0.01)))
+        finally:
+            rc.vote_within = decided_early
     print(
         f"rc radius search, {args.rc_samples} samples on {len(datamodule.val_set)} validation images: early decisions "
         f"{early:.1f} s (radius {radius['early']}), every vote counted {counted:.1f} s (radius {radius['counted']}), "
