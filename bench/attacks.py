@@ -2,16 +2,20 @@
 
     python bench/attacks.py [--batch 200] [--repeats 9] [--device cpu] [--aa-batch 100] [--aa-repeats 3]
                             [--eval-images 500] [--square-images 1000] [--square-queries 1000] [--quick]
+                            [--model mnist_cnn|resnet18] [--compile]
 
 Prints, per attack, our median time, torchattacks' median time and the ratio (goal <= 1.0;
 AutoAttack <= 0.8), and PGD-k against k bare forward+backward passes of the model (goal <= 1.15).
 Runs are interleaved, in alternating order, and the median of ``--repeats`` is reported to damp noise.
-The PGD and CW rows use an (untrained) DEEPSEC MNIST CNN on random images: their timings do not
-depend on the weights except through CW early stopping (see the rows). The AutoAttack row needs
-points that stay robust, so it uses the same CNN trained for ``--aa-epochs`` on MNIST-5k and the
-first ``--aa-batch`` test images at eps 0.1, with torchattacks' AutoAttack(version="standard")
-settings on both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Square 5000 queries
-with the schedule rescaled to the budget.
+The PGD and CW rows use an (untrained) DEEPSEC MNIST CNN on random images (``--model resnet18``: robustlab's
+ResNet-18 on random 3x32x32 images at eps 8/255, step 2/255, the GPU table's setting): their timings do not depend
+on the weights except through CW early stopping (see the rows). Two more rows time our PGD-10 with its gradient
+steps under bf16 autocast (``precision=bf16-mixed``, with the float32 re-check of its successes) and, with
+``--compile``, on the ``torch.compile``-d model (``compile=true``; the warm-up call, which compiles, is left out).
+The AutoAttack row needs points that stay robust, so it uses the same CNN trained for ``--aa-epochs`` on MNIST-5k
+and the first ``--aa-batch`` test images at eps 0.1, with torchattacks' AutoAttack(version="standard") settings on
+both sides: 10 steps for APGD-CE, APGD-T and FAB-T, 9 targets, Square 5000 queries with the schedule rescaled to the
+budget.
 
 The early-exit rows use that trained CNN on ``--eval-images`` test images at eps 0.3 (issue 17): our PGD-10 with
 per-example seeds, with and without ``early_stop``, against torchattacks' PGD-10, each with its robust accuracy.
@@ -31,6 +35,8 @@ from robustlab.attacks import APGD, APGDT, CW2, FABT, PGD, AutoAttack, Square
 from robustlab.attacks import square as square_module
 from robustlab.attacks.base import random_like
 from robustlab.data import MNIST5k
+from robustlab.evaluation.loop import rechecked
+from robustlab.models import ResNet18
 from robustlab.models.mnist_cnn import MNISTCNN
 from robustlab.utils import keep_freed_memory, timed
 
@@ -43,6 +49,10 @@ QUICK = {
     "square_images": 200,
     "square_queries": 200,
 }
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def _order(repeat: int) -> tuple[int, int]:
@@ -111,14 +121,32 @@ def _early_exit(model, x, y, repeats: int, device) -> None:
     assert accuracy[True] == accuracy[False], "early exit must not change robust accuracy"
 
 
-def _seeded_noise(repeats: int) -> None:
-    x, seeds = torch.empty(512, 3, 32, 32), torch.arange(512)
-    seeded = statistics.median(timed(lambda: random_like(x, seeds)) for _ in range(repeats))
-    plain = statistics.median(timed(lambda: torch.rand_like(x)) for _ in range(repeats))
+def _seeded_noise(repeats: int, device) -> None:
+    x, seeds = torch.empty(512, 3, 32, 32, device=device), torch.arange(512, device=device)
+    seeded = statistics.median(timed(lambda: random_like(x, seeds), device) for _ in range(repeats))
+    plain = statistics.median(timed(lambda: torch.rand_like(x), device) for _ in range(repeats))
     print(
-        f"seeded noise 512x3x32x32 (CPU): {1000 * seeded:.2f} ms, torch.rand_like {1000 * plain:.2f} ms, "
+        f"seeded noise 512x3x32x32 ({device}): {1000 * seeded:.2f} ms, torch.rand_like {1000 * plain:.2f} ms, "
         f"ratio {seeded / plain:.2f}"
     )
+
+
+def _pgd_model(name: str, batch: int, device):
+    """The PGD/CW rows' untrained model, random images and labels, eps and step."""
+    if name == "resnet18":
+        model = ResNet18()
+        shape, eps = (3, 32, 32), 8 / 255
+    else:
+        model, shape, eps = MNISTCNN(), (1, 28, 28), 0.3
+    x = torch.rand(batch, *shape, device=device)
+    return model.to(device).eval(), x, torch.randint(0, 10, (batch,), device=device), eps, eps / 4
+
+
+def _bf16_pgd(model, x, y, eps, step, k):
+    """Our PGD-k with its steps under bf16 autocast, successes re-checked in float32 (the evaluation's path)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16):
+        result = PGD(eps=eps, step=step, steps=k).run(model, x, y)
+    return rechecked(model, result, y).x_adv
 
 
 def _square_noise(model, x, y, queries: int, device) -> None:
@@ -158,16 +186,16 @@ def main() -> None:
     parser.add_argument("--square-images", type=int, default=1000)
     parser.add_argument("--square-queries", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats: " + str(QUICK))
+    parser.add_argument("--model", choices=("mnist_cnn", "resnet18"), default="mnist_cnn", help="PGD/CW rows' model")
+    parser.add_argument("--compile", action="store_true", help="add a row for PGD-10 on the torch.compile-d model")
     args = parser.parse_args()
-    if args.quick:
-        vars(args).update(QUICK)
+    if args.quick:  # the sizes given on the command line are kept
+        vars(args).update({k: v for k, v in QUICK.items() if getattr(args, k) == parser.get_default(k)})
     print(f"keep_freed_memory: {keep_freed_memory()}")
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = MNISTCNN().to(device).eval()
-    x = torch.rand(args.batch, 1, 28, 28, device=device)
-    y = torch.randint(0, 10, (args.batch,), device=device)
-    k, eps, step = 10, 0.3, 0.03
+    model, x, y, eps, step = _pgd_model(args.model, args.batch, device)
+    k = 10
 
     def bare_passes():
         for _ in range(k):
@@ -177,6 +205,10 @@ def main() -> None:
     runs = {
         "pgd_linf_10": (
             lambda: PGD(eps=eps, step=step, steps=k)(model, x, y),
+            lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=k, random_start=True)(x, y),
+        ),
+        "pgd_10_bf16": (
+            lambda: _bf16_pgd(model, x, y, eps, step, k),
             lambda: torchattacks.PGD(model, eps=eps, alpha=step, steps=k, random_start=True)(x, y),
         ),
         # torchattacks' CW always stops early once the summed loss stops falling (checked every
@@ -195,6 +227,12 @@ def main() -> None:
             lambda: torchattacks.CW(model, c=1.0, kappa=0, steps=args.cw_steps, lr=0.01)(x, y),
         ),
     }
+    if args.compile:
+        fast = torch.compile(model)
+        runs["pgd_10_compiled"] = (
+            lambda: rechecked(model, PGD(eps=eps, step=step, steps=k).run(fast, x, y), y).x_adv,
+            runs["pgd_linf_10"][1],
+        )
     times = {name: ([], []) for name in runs}
     floor = []
     for fn in (bare_passes, *[f for pair in runs.values() for f in pair]):
@@ -214,7 +252,7 @@ def main() -> None:
         for side in _order(r):
             times["autoattack"][side].append(timed(aa[side], device))
     print(
-        f"model: DEEPSEC MNIST CNN, batch {args.batch} x 1x28x28, device {device}, "
+        f"model: {args.model}, batch {tuple(x.shape)}, eps {eps:.4f}, device {_device_name(device)}, "
         f"threads {torch.get_num_threads()}, median of {args.repeats}"
     )
     print(f"{'attack':<14}{'ours (s)':>10}{'torchattacks (s)':>18}{'ratio':>8}")
@@ -235,7 +273,7 @@ def main() -> None:
     x_eval, y_eval = test.x[order].to(device), torch.as_tensor(test.y[order]).to(device)
     _early_exit(aa_model, x_eval[: args.eval_images], y_eval[: args.eval_images], args.repeats, device)
     print()
-    _seeded_noise(3 * args.repeats)
+    _seeded_noise(3 * args.repeats, device)
     _square_noise(aa_model, x_eval[: args.square_images], y_eval[: args.square_images], args.square_queries, device)
 
 

@@ -3,6 +3,7 @@ gradient-free robustness; time our Lightning training loop against a plain PyTor
 
     python bench/defenses.py [--epochs 12] [--test-size 500] [--queries 1000] [--quick]
     python bench/defenses.py --costly [--rc-samples 1000] [--rc-val 500] [--costly-test 100] [--quick]
+    python bench/defenses.py ... --trainer gpu [--set model=resnet18 --set model.in_channels=1 ...]
 
 Per defense (standard, pgd_at, trades, fgsm_at, distillation, igr; each with its config's defaults,
 the default optimiser and ``--epochs`` epochs on the 3500 training images) it prints the clean
@@ -21,6 +22,9 @@ mode, forward/backward on them, Adam step, same data loader), interleaved, media
 RC's radius search with early decisions against one counting every vote (``--rc-samples`` per image on the
 ``--rc-val`` validation images; the same radius), and ``evaluate.py`` on ``--costly-test`` test images of rt, eit
 and pd under the default attacks, with the expected cost the run printed after its first batch.
+
+``--trainer gpu`` trains and evaluates on the GPU (``trainer=gpu``; the table's attacks and the plain loop run there
+too), and each ``--set KEY=VALUE`` is added to every training and evaluation run's overrides.
 """
 
 import argparse
@@ -43,6 +47,15 @@ from robustlab.utils import timed
 DEFENSES = ["standard", "pgd_at", "trades", "fgsm_at", "distillation", "igr"]
 
 
+def _runs(args) -> list[str]:
+    """The overrides every training and evaluation run of the bench gets: the trainer and ``--set``'s."""
+    return [f"trainer={args.trainer}", *args.set]
+
+
+def _device(args) -> torch.device:
+    return torch.device("cuda" if args.trainer == "gpu" else "cpu")
+
+
 def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float, float]:
     """Share of samples correct both clean and under ``attack``, and the attack's seconds."""
     robust = 0
@@ -54,14 +67,14 @@ def robust_accuracy(model, attack, x, y, seeds, batch: int = 250) -> tuple[float
             result = attack.run(model, xb, yb, seeds=sb)
             robust += int(((model(xb).argmax(1) == yb) & (result.logits.argmax(1) == yb)).sum())
 
-    seconds = timed(run)
+    seconds = timed(run, x.device)
     return robust / len(x), seconds
 
 
 def defense_table(args, out: Path) -> None:
-    test = MNIST5k().load("test")
-    x, y = test.x[: args.test_size], test.y[: args.test_size]
-    seeds = torch.arange(len(y))
+    test, device = MNIST5k().load("test"), _device(args)
+    x, y = test.x[: args.test_size].to(device), torch.as_tensor(test.y[: args.test_size]).to(device)
+    seeds = torch.arange(len(y), device=device)
     pgd = PGD(eps=0.3, step=0.01, steps=40, random_start=True)
     square = Square(eps=0.3, n_queries=args.queries)
     print(
@@ -82,12 +95,13 @@ def defense_table(args, out: Path) -> None:
             "++trainer.enable_progress_bar=false",
             "++trainer.enable_model_summary=false",
             f"paths.output_dir={out / name}",
+            *_runs(args),
         ]
         if args.train_size:
             overrides.append(f"data.train_size={args.train_size}")
         summary = {}
         seconds = timed(lambda: summary.update(train(compose_config("train", overrides))))
-        model = robustlab.load_model(summary["checkpoint"])
+        model = robustlab.load_model(summary["checkpoint"]).to(device)
         with torch.no_grad():
             clean = (model(x).argmax(1) == y).float().mean().item()
         pgd_acc, pgd_s = robust_accuracy(model, pgd, x, y, seeds)
@@ -112,8 +126,10 @@ def overhead(args) -> None:
             "++trainer.enable_progress_bar=false",
             "++trainer.enable_model_summary=false",
             *([f"data.train_size={args.train_size}"] if args.train_size else []),
+            *_runs(args),
         ],
     )
+    device = _device(args)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
 
@@ -122,17 +138,18 @@ def overhead(args) -> None:
         module = instantiate(cfg.defense, net=instantiate(cfg.model), optimizer=instantiate(cfg.optimizer))
         assert isinstance(module, PGDAdversarialTraining)
         trainer = instantiate(cfg.trainer, limit_val_batches=0, logger=False, enable_checkpointing=False, callbacks=[])
-        return timed(lambda: trainer.fit(module, train_dataloaders=datamodule.train_dataloader()))
+        return timed(lambda: trainer.fit(module, train_dataloaders=datamodule.train_dataloader()), device)
 
     def plain_epoch() -> float:
         L.seed_everything(0, verbose=False)
-        model = instantiate(cfg.model)
+        model = instantiate(cfg.model).to(device)
         optimizer = instantiate(cfg.optimizer)(params=model.parameters())
         attack = instantiate(cfg.defense.attack)
 
         def epoch():
             model.train()
             for x, y, _ in datamodule.train_dataloader():
+                x, y = x.to(device), y.to(device)
                 model.eval()
                 x_adv = attack(model, x, y)
                 model.train()
@@ -141,7 +158,7 @@ def overhead(args) -> None:
                 loss.backward()
                 optimizer.step()
 
-        return timed(epoch)
+        return timed(epoch, device)
 
     lightning_epoch(), plain_epoch()  # warm-up
     ours, plain = [], []
@@ -181,8 +198,8 @@ def costly(args, out: Path) -> None:
     from robustlab.defenses import rc
     from robustlab.evaluate import evaluate
 
-    ckpt = _quick_checkpoint("rc", out, "defense.search=false", f"defense.n_samples={args.rc_samples}")
-    vote = build_model(read_checkpoint(ckpt)).eval()
+    ckpt = _quick_checkpoint("rc", out, "defense.search=false", f"defense.n_samples={args.rc_samples}", *_runs(args))
+    vote = build_model(read_checkpoint(ckpt)).eval().to(_device(args))
     datamodule = MNIST5k(val_size=args.rc_val)
     datamodule.setup("fit")
     loader = DataLoader(datamodule.val_set, batch_size=250)
@@ -201,8 +218,9 @@ def costly(args, out: Path) -> None:
         flush=True,
     )
     for defense in ("rt", "eit", "pd"):
-        ckpt = _quick_checkpoint(defense, out)
+        ckpt = _quick_checkpoint(defense, out, *_runs(args))
         overrides = [f"ckpt={ckpt}", f"data.test_size={args.costly_test}", "logger=none", "progress=false"]
+        overrides += _runs(args)
         overrides.append(f"paths.output_dir={out / defense / 'eval'}")
         printed, report = io.StringIO(), {}
         with contextlib.redirect_stdout(printed):
@@ -230,6 +248,8 @@ def main() -> None:
     parser.add_argument("--rc-samples", type=int, default=1000, help="RC votes per image in --costly")
     parser.add_argument("--rc-val", type=int, default=500, help="validation images of RC's search in --costly")
     parser.add_argument("--costly-test", type=int, default=100, help="test images per defense in --costly")
+    parser.add_argument("--trainer", choices=("cpu", "gpu"), default="cpu", help="configs/trainer of every run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.train_size, args.test_size, args.queries, args.repeats = 1, 500, 50, 50, 1

@@ -149,6 +149,8 @@ def train(cfg: DictConfig, name: str | None = None) -> dict[str, Any]:
         seed=cfg.seed,
         progress=False,
         draws=cfg.get("eval_draws", 1),
+        precision=cfg.get("precision", "32-true"),
+        compile=cfg.get("compile", False),
     )
     with logged_run(cfg) as loggers:
         trainer = make_trainer(cfg, loop, loggers)

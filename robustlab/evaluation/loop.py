@@ -1,6 +1,7 @@
 """The evaluation loop: one Lightning callback that, on every validation and/or test batch, runs the attacks,
 builds the :class:`~robustlab.evaluation.record.BatchRecord` and hands it to every evaluation."""
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -11,14 +12,15 @@ import torch.distributed as dist
 from torch import nn
 
 from robustlab.attacks.adaptive import EOT
-from robustlab.attacks.base import Attack, innermost, variant
+from robustlab.attacks.base import Attack, AttackResult, innermost, variant
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.journal import Journal
 from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
-from robustlab.models.base import randomized
+from robustlab.models.base import preprocessors, randomized
 from robustlab.progress import Progress, clock
-from robustlab.utils import eval_mode
+from robustlab.success import goal_met
+from robustlab.utils import eval_mode, synchronize
 
 STAGES = {"validate": "val", "test": "test"}
 
@@ -42,6 +44,50 @@ def summed(value: float, device: torch.device) -> float:
     total = torch.tensor(float(value), dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.item()
+
+
+#: Autocast dtypes of the ``precision`` settings (Lightning's names) that attacks accept; ``None``: float32.
+AUTOCAST = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16}
+AUTOCAST |= {"16-mixed": torch.float16, "16": torch.float16}
+
+
+def autocast_dtype(precision: str | int) -> torch.dtype | None:
+    """The dtype attack gradient steps run in under ``precision`` (``None``: float32, no autocast)."""
+    if str(precision) not in AUTOCAST:
+        raise RobustlabError(
+            f"precision={precision} is not a precision attacks can run in (their successes are re-checked in "
+            "float32 with the model's own weights)",
+            f"use one of {', '.join(AUTOCAST)}",
+        )
+    return AUTOCAST[str(precision)]
+
+
+def rechecked(model: nn.Module, result: AttackResult, y: torch.Tensor) -> AttackResult:
+    """``result`` of a reduced-precision run with its logits recomputed in float32 (autocast off) and each success
+    kept only where the float32 prediction still meets the goal (:func:`~robustlab.success.goal_met`); the pass is
+    billed to the attack."""
+    synchronize(y.device)
+    start = time.perf_counter()
+    with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
+        logits = model(result.x_adv).float()
+    success = result.success & goal_met(logits.argmax(1), y, result.target)
+    synchronize(y.device)
+    return dataclasses.replace(
+        result, logits=logits, success=success, seconds=result.seconds + time.perf_counter() - start
+    )
+
+
+def compiled(module: nn.Module, backend: str | bool) -> nn.Module:
+    """``module`` compiled with ``torch.compile`` (``backend``: its name, or ``True`` for the default) for the attacks'
+    passes. Refused for a randomised model (a compiled graph draws other random numbers) and for one with
+    preprocessing (BPDA's hooks, added per call, are not seen by a compiled graph)."""
+    if randomized(module) or preprocessors(module):
+        raise RobustlabError(
+            "compile= is for deterministic models without preprocessing; this one is "
+            + ("randomised" if randomized(module) else "preprocessed (BPDA hooks its transforms per call)"),
+            "drop compile=",
+        )
+    return torch.compile(module, **({} if backend is True else {"backend": backend}))
 
 
 #: An evaluation expected to run longer than this (seconds), judged on its first batch, says so with the flags
@@ -83,7 +129,11 @@ class EvaluationLoop(L.Callback):
     Per batch it runs the evaluated module in eval mode (each submodule's own mode restored afterwards): the
     clean logits come from the test step itself, hooked when evaluations read layer outputs; each attack runs
     once, seeded per example from ``seed`` and the sample index (so results do not depend on batch size or
-    process count), and hands back its images, logits, success and counts. A randomised model
+    process count), and hands back its images, logits, success and counts. With a reduced ``precision`` (Lightning's
+    names: ``bf16-mixed``, ``16-mixed``) the attacks run under autocast and every success is re-checked in float32
+    (:func:`rechecked`), and clean logits that the step computed in half precision are computed again in float32;
+    ``compile`` (``True`` or a backend name) runs the attacks on a ``torch.compile``-d model, their successes re-checked
+    on the model itself. A randomised model
     (:func:`~robustlab.models.base.randomized`) is scored at the test stage on ``draws`` independent forward
     passes of every image set (:meth:`BatchRecord.draw_logits`). No evaluation reads another's state.
     ``timings`` sums, over processes, the seconds each attack and evaluation took. Needs
@@ -100,6 +150,8 @@ class EvaluationLoop(L.Callback):
         draws: int = 1,
         journal: Mapping[str, Any] | None = None,
         resume: bool = False,
+        precision: str | int = "32-true",
+        compile: bool | str = False,
     ):
         super().__init__()
         self.attacks = dict(attacks or {})
@@ -113,6 +165,9 @@ class EvaluationLoop(L.Callback):
             evaluation.name = evaluation.name or name
         self.stages, self.seed, self.progress, self.baseline = tuple(stages), int(seed), progress, baseline
         self.draws = int(draws)
+        self.precision, self.compile = str(precision), compile
+        self._dtype = autocast_dtype(precision)
+        self._attacked: nn.Module | None = None
         self.results: dict[str, dict] = {}
         self.timings: dict[str, dict[str, float]] = {}
         self._requests = LayerRequests()
@@ -133,6 +188,10 @@ class EvaluationLoop(L.Callback):
         for attack in self.attacks.values():
             attack.reset(stage)
         self._running = self.resolve_early_stop(module)
+        if not (self.compile and self.attacks):
+            self._attacked = module
+        elif getattr(self._attacked, "_orig_mod", None) is not module:  # compiled once, kept for later stages
+            self._attacked = compiled(module, self.compile)
         if self.baseline is not None:
             self.baseline = self.baseline.to(module.device).eval()
         self._context = Context(
@@ -231,12 +290,21 @@ class EvaluationLoop(L.Callback):
         step returned no logits."""
         store = self._end_capture()
         logits = outputs.get("logits") if isinstance(outputs, dict) else None
-        if logits is None:
+        if logits is None or logits.dtype in (torch.bfloat16, torch.float16):  # a mixed-precision step's: again
             self._batch_start(module)
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
                 logits = module(x)
             store = self._end_capture()
         return logits, store
+
+    def _attack(self, module: nn.Module, attack: Attack, x, y, seeds, clean_logits) -> AttackResult:
+        """One attack's run on the batch; under a reduced precision (autocast) or on the compiled model, its
+        successes re-checked on ``module`` itself in float32."""
+        if self._dtype is None and self._attacked is module:
+            return attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
+        with torch.autocast(x.device.type, dtype=self._dtype, enabled=self._dtype is not None):
+            result = attack.run(self._attacked, x, y, seeds=seeds, clean_logits=clean_logits)
+        return rechecked(module, result, y)
 
     def _batch(self, trainer, module, outputs, batch, stage: str) -> None:
         x, y, idx = batch[0], batch[1], batch[2]
@@ -246,7 +314,7 @@ class EvaluationLoop(L.Callback):
             results = {}
             for name, attack in self._running.items():
                 with self._progress.running(f"attack {name}"):
-                    results[name] = attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
+                    results[name] = self._attack(module, attack, x, y, seeds, clean_logits)
                 self._spent["attacks"][name] += results[name].seconds
             record = BatchRecord(stage, x, y, idx, seeds, clean_logits, results, module, self._requests, self.baseline)
             if self._draws > 1:
