@@ -3,7 +3,7 @@ gradient-free robustness; time our Lightning training loop against a plain PyTor
 
     python bench/defenses.py [--epochs 12] [--test-size 500] [--queries 1000] [--quick]
     python bench/defenses.py --costly [--rc-samples 1000] [--rc-val 500] [--costly-test 100] [--quick]
-    python bench/defenses.py ... --trainer gpu [--set model=resnet18 --set model.in_channels=1 ...]
+    python bench/defenses.py ... --trainer gpu [--set KEY=VALUE ...]
 
 Per defense (standard, pgd_at, trades, fgsm_at, distillation, igr; each with its config's defaults,
 the default optimiser and ``--epochs`` epochs on the 3500 training images) it prints the clean
