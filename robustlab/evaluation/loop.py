@@ -20,7 +20,7 @@ from robustlab.evaluation.record import CLEAN, BatchRecord, LayerRequests
 from robustlab.models.base import preprocessors, randomized
 from robustlab.progress import Progress, clock
 from robustlab.success import goal_met
-from robustlab.utils import eval_mode, synchronize
+from robustlab.utils import eval_mode, timed
 
 STAGES = {"validate": "val", "test": "test"}
 
@@ -66,15 +66,15 @@ def rechecked(model: nn.Module, result: AttackResult, y: torch.Tensor) -> Attack
     """``result`` of a reduced-precision run with its logits recomputed in float32 (autocast off) and each success
     kept only where the float32 prediction still meets the goal (:func:`~robustlab.success.goal_met`); the pass is
     billed to the attack."""
-    synchronize(y.device)
-    start = time.perf_counter()
-    with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
-        logits = model(result.x_adv).float()
-    success = result.success & goal_met(logits.argmax(1), y, result.target)
-    synchronize(y.device)
-    return dataclasses.replace(
-        result, logits=logits, success=success, seconds=result.seconds + time.perf_counter() - start
-    )
+    checked = {}
+
+    def recheck() -> None:
+        with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
+            checked["logits"] = model(result.x_adv).float()
+        checked["success"] = result.success & goal_met(checked["logits"].argmax(1), y, result.target)
+
+    seconds = timed(recheck, y.device)
+    return dataclasses.replace(result, **checked, seconds=result.seconds + seconds)
 
 
 def compiled(module: nn.Module, backend: str | bool) -> nn.Module:
