@@ -154,9 +154,9 @@ def run_report(
     script: str = "evaluate.py",
 ) -> tuple[dict[str, Any], str]:
     """The report of the test stage ``loop`` ran (the attacks it ran, ``configured`` before adaptive wrapping), and
-    on rank zero, unless ``write_report`` is false, ``report.json``, report.html and report.md in
-    ``cfg.paths.output_dir``, logged to ``loggers``. Returns the report and a note on the pages for the summary
-    line. ``train.py`` writes one for its test stage too, so a training sweep's directory is comparable."""
+    on rank zero, unless ``write_report`` is false, ``report.json`` and (unless ``pages`` is false) report.html and
+    report.md in ``cfg.paths.output_dir``, logged to ``loggers``. Returns the report and a note on the pages for the
+    summary line. ``train.py`` writes one for its test stage too, so a training sweep's directory is comparable."""
     attacks = loop.attacks
     report_path = Path(cfg.paths.output_dir) / "report.json"
     results = loop.results["test"]
@@ -186,17 +186,18 @@ def run_report(
         write_json(report_path, report)
         info = {"checkpoint": report["checkpoint"], "model": _origin(source), "report": str(report_path.resolve())}
         log_run_info(loggers, info)
-        start = time.perf_counter()
-        try:
-            log_report(loggers, write_pages(report, report_path.parent), report_path.parent)
-            pages = f" (report.html, report.md: {time.perf_counter() - start:.1f} s)"
-        except Exception as err:  # the numbers are written; a page that cannot be drawn must not lose the run
-            warnings.warn(
-                f"report.html / report.md not written ({type(err).__name__}: {err}); rebuild them with "
-                f"python -m robustlab.report {report_path.parent}",
-                ReportWarning,
-                stacklevel=1,
-            )
+        if cfg.get("pages", True):
+            start = time.perf_counter()
+            try:
+                log_report(loggers, write_pages(report, report_path.parent), report_path.parent)
+                pages = f" (report.html, report.md: {time.perf_counter() - start:.1f} s)"
+            except Exception as err:  # the numbers are written; a page that cannot be drawn must not lose the run
+                warnings.warn(
+                    f"report.html / report.md not written ({type(err).__name__}: {err}); rebuild them with "
+                    f"python -m robustlab.report {report_path.parent}",
+                    ReportWarning,
+                    stacklevel=1,
+                )
     return report, pages
     say(trainer, "\n".join([*loop.summary("test"), f"report: {report_path.resolve()}{pages}"]))
     return report
@@ -230,6 +231,7 @@ VOLATILE = (
     "ckpt",
     "weights",
     "write_report",
+    "pages",
     "journal",
     "trainer",
     "hydra",

@@ -5,6 +5,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -208,7 +209,8 @@ class AttackResult:
     attack's ``iterations`` and ``queries`` (``None`` where it does not count them), the ``seconds`` the call
     took (with queued device work waited for, so it is billed to the attack that queued it) without its one-off
     fitting (a UAP fitted on first use), whose seconds are ``setup_seconds``; a transfer attack's success on its
-    surrogate is ``surrogate_success``."""
+    surrogate is ``surrogate_success``. Under an :class:`OutputWatch`, ``outputs`` is ``(rows, {form: {layer:
+    output}})``: the layer outputs, for the rows that have them, of the passes whose logits the attack returns."""
 
     x_adv: torch.Tensor
     logits: torch.Tensor
@@ -219,22 +221,59 @@ class AttackResult:
     seconds: float = 0.0
     setup_seconds: float = 0.0
     surrogate_success: torch.Tensor | None = None
+    outputs: tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]] | None = None
+
+
+class OutputWatch(Protocol):
+    """The evaluation's view of the latest forward pass (:meth:`~robustlab.evaluation.record.LayerRequests.watching`):
+    ``take(logits, among)`` gives the requested layer outputs ``{form: {layer: output}}`` of rows ``among`` if
+    ``logits`` are that pass's output, else ``None``."""
+
+    def take(self, logits: torch.Tensor, among: torch.Tensor | None = None) -> dict | None: ...
 
 
 class _Logits:
-    """The logits of each example's returned image, filled by the attack as it computes them."""
+    """The logits of each example's returned image, filled by the attack as it computes them, and, under an
+    :class:`OutputWatch`, the layer outputs of the same passes (``captured`` marks the rows that have them)."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, watch: OutputWatch | None = None):
         self.value: torch.Tensor | None = None
         self.known: torch.Tensor | None = None
-        self.n = n
+        self.n, self.watch = n, watch
+        self.outputs: dict[str, dict[str, torch.Tensor]] | None = None
+        self.captured: torch.Tensor | None = None
 
-    def put(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
+    def put(self, rows: torch.Tensor, logits: torch.Tensor, among: torch.Tensor | None = None) -> None:
+        kept = logits if among is None else logits[among]
         if self.value is None:
-            self.value = logits.new_zeros(self.n, logits.shape[1])
-            self.known = torch.zeros(self.n, dtype=torch.bool, device=logits.device)
-        self.value[rows] = logits.detach().to(self.value.dtype)
+            self.value = kept.new_zeros(self.n, kept.shape[1])
+            self.known = torch.zeros(self.n, dtype=torch.bool, device=kept.device)
+        self.value[rows] = kept.detach().to(self.value.dtype)
         self.known[rows] = True
+        if self.watch is not None:
+            self._capture(rows, self.watch.take(logits, among), kept.device)
+
+    def _capture(self, rows: torch.Tensor, taken: dict | None, device: torch.device) -> None:
+        if self.captured is None:
+            self.captured = torch.zeros(self.n, dtype=torch.bool, device=device)
+        if taken is not None and self.outputs is None:
+            self.outputs = {
+                form: {name: t.new_zeros(self.n, *t.shape[1:]) for name, t in per.items()}
+                for form, per in taken.items()
+            }
+        if taken is None or taken.keys() != self.outputs.keys():
+            self.captured[rows] = False
+            return
+        for form, per in taken.items():
+            for name, t in per.items():
+                self.outputs[form][name][rows] = t
+        self.captured[rows] = True
+
+    def captured_outputs(self) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]] | None:
+        """``(rows that have them, {form: {layer: output}})``, or ``None`` where no row does."""
+        if self.captured is None or self.outputs is None or not self.captured.any():
+            return None
+        return self.captured, self.outputs
 
     def complete(self, model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
         """All rows: one forward pass, without gradients, of the images whose logits are still unknown."""
@@ -317,10 +356,11 @@ class Attack:
         """Called by the evaluation loop when a stage starts ("validate" every validation epoch, "test"): an
         attack that fits itself to the model (UAP) refits for this stage. No-op here."""
 
-    def keep_logits(self, rows: torch.Tensor, logits: torch.Tensor) -> None:
-        """Inside :meth:`perturb`: ``logits`` are the model's on the images returned for ``rows`` (indices or a
-        mask into the batch)."""
-        self._logits.put(rows, logits)
+    def keep_logits(self, rows: torch.Tensor, logits: torch.Tensor, among: torch.Tensor | None = None) -> None:
+        """Inside :meth:`perturb`: ``logits`` (its rows ``among``, a mask or indices, if given) are the model's on
+        the images returned for ``rows`` (indices or a mask into the batch). Passing a forward pass's output itself
+        with ``among``, not a slice of it, lets an evaluation keep that pass's layer outputs too."""
+        self._logits.put(rows, logits, among)
 
     def predict_clean(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on the clean batch ``x``: the caller's ``clean_logits`` if given, else one
@@ -366,11 +406,13 @@ class Attack:
         seeds: torch.Tensor | None = None,
         target: torch.Tensor | int | None = None,
         clean_logits: torch.Tensor | None = None,
+        watch: OutputWatch | None = None,
     ) -> AttackResult:
         """Attack a batch of [0,1] images ``x`` with labels ``y``; see the class docstring.
 
         ``seeds`` (optional, one int per example) makes random starts and random targets
-        reproducible per example; ``target`` fixes the targets of a targeted attack.
+        reproducible per example; ``target`` fixes the targets of a targeted attack. Under ``watch``, the result's
+        ``outputs`` hold the layer outputs of the passes whose logits it returns.
         """
         who = type(self).__name__
         if torch.is_inference_mode_enabled():
@@ -385,7 +427,7 @@ class Attack:
         self.last_success = self.last_logits = self.last_target = self.last_iterations = self.last_queries = None
         self.last_surrogate_success = None
         self.last_setup_seconds = 0.0
-        self._clean, self._logits = clean_logits, _Logits(len(x))
+        self._clean, self._logits = clean_logits, _Logits(len(x), watch)
         synchronize(x.device)
         start = time.perf_counter()
         try:
@@ -402,6 +444,7 @@ class Attack:
                 x_adv[failed] = x[failed]
                 self._logits.put(failed, self.predict_clean(model, x)[failed])
             self.last_logits = self._logits.complete(model, x_adv)
+            outputs = self._logits.captured_outputs()
         finally:
             self._clean, self._logits = None, None
         synchronize(x.device)
@@ -416,6 +459,7 @@ class Attack:
             seconds - self.last_setup_seconds,
             self.last_setup_seconds,
             self.last_surrogate_success,
+            outputs,
         )
 
     def __call__(

@@ -137,7 +137,7 @@ class PGD(Attack):
             met = goal_met(logits.argmax(1), y[rows], aim if self.goal == "target" else None)
             leaving = met if t < self.steps else torch.ones_like(met)
             out[rows[leaving]] = current[leaving]
-            self.keep_logits(rows[leaving], logits[leaving])
+            self.keep_logits(rows[leaving], logits, among=leaving)
             first[rows[met]] = t
             if t == self.steps or met.all():
                 break
@@ -156,6 +156,7 @@ class PGD(Attack):
         x_adv = self._start(x, seeds)
         best, best_logits = x_adv, None
         first = torch.full((len(x),), self.steps + 1, device=x.device)
+        kept = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for t in range(self.steps):
             progress.step(t, self.steps)
             grad, logits = input_gradient(model, x_adv, y, target)
@@ -163,6 +164,9 @@ class PGD(Attack):
             if self.keep_successful:
                 best = torch.where(per_example(met, x), x_adv, best)
                 best_logits = logits if best_logits is None else torch.where(met[:, None], logits, best_logits)
+                if t == self.steps - 1:  # these rows return this pass's images: kept with the pass itself
+                    kept = met
+                    self.keep_logits(met, logits, among=met)
             first = torch.where(met & (first > t), t, first)
             x_adv = self._project(x_adv + self.step * self._direction(grad, x_adv, t), x)
         # The final iterate needs a forward pass only where its outcome decides something: every
@@ -183,8 +187,8 @@ class PGD(Attack):
             return x_adv
         self.last_success = first <= self.steps
         use_best = self.last_success & ~met
-        if use_best.any():
-            self.keep_logits(use_best, best_logits[use_best])
+        if (use_best & ~kept).any():
+            self.keep_logits(use_best & ~kept, best_logits[use_best & ~kept])
         return torch.where(per_example(use_best, x), best, x_adv)
 
 

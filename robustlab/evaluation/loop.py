@@ -301,7 +301,10 @@ class EvaluationLoop(L.Callback):
         """One attack's run on the batch; under a reduced precision (autocast) or on the compiled model, its
         successes re-checked on ``module`` itself in float32."""
         if self._dtype is None and self._attacked is module:
-            return attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
+            if not self._requests.layers or randomized(module):  # a randomised model's layers: from fresh draws
+                return attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits)
+            with self._requests.watching(module) as watch:
+                return attack.run(module, x, y, seeds=seeds, clean_logits=clean_logits, watch=watch)
         with torch.autocast(x.device.type, dtype=self._dtype, enabled=self._dtype is not None):
             result = attack.run(self._attacked, x, y, seeds=seeds, clean_logits=clean_logits)
         return rechecked(module, result, y)
@@ -321,6 +324,9 @@ class EvaluationLoop(L.Callback):
                 record.draws = self._score_draws(module, record)
             if store is not None:
                 record.add_outputs(CLEAN, store)
+            for name, result in results.items():
+                if result.outputs is not None:
+                    record.add_outputs(name, result.outputs[1], rows=result.outputs[0])
             for name, evaluation in self.evaluations.items():
                 with self._progress.running(name):
                     start = time.perf_counter()

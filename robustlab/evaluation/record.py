@@ -52,6 +52,59 @@ class LayerRequests:
         with recording(self.layers, keep):
             yield store
 
+    @contextmanager
+    def watching(self, model: nn.Module) -> Iterator["OutputWatch"]:
+        """While active, every forward pass of ``model`` leaves references (no copies) to the requested layers'
+        outputs in the yielded :class:`OutputWatch`, from which an attack keeps those of the images it returns."""
+        watch = OutputWatch(self)
+        handles = [model.register_forward_pre_hook(watch.begin), model.register_forward_hook(watch.end)]
+        try:
+            with recording(self.layers, watch.layer):
+                yield watch
+        finally:
+            for h in handles:
+                h.remove()
+
+
+class OutputWatch:
+    """The requested layers' outputs of the latest forward pass of a model (see :meth:`LayerRequests.watching`);
+    :meth:`take` copies the rows an attack keeps, so an adversarial set needs no hooked pass of its own."""
+
+    def __init__(self, requests: LayerRequests):
+        self.requests = requests
+        self.output: torch.Tensor | None = None
+        self.seen: dict[str, tuple[torch.Tensor, int]] = {}
+        self.usable = True
+
+    def begin(self, module, args) -> None:
+        self.output, self.seen, self.usable = None, {}, True
+
+    def layer(self, name: str, out: torch.Tensor) -> None:
+        self.usable = self.usable and name not in self.seen  # a layer run twice per pass (a vote) pairs no rows
+        self.seen[name] = (out, out._version)
+
+    def end(self, module, args, output) -> None:
+        self.output = output if isinstance(output, torch.Tensor) else None
+
+    def take(self, logits: torch.Tensor, among: torch.Tensor | None = None) -> dict[str, dict] | None:
+        """``{form: {layer: output}}`` of rows ``among`` (all if ``None``) of the latest pass, if ``logits`` are that
+        pass's output itself and no layer output was changed in place since; else ``None``."""
+        out = self.output
+        if out is None or not self.usable or logits.shape != out.shape or logits.data_ptr() != out.data_ptr():
+            return None
+        if len(self.seen) != len(self.requests.layers):
+            return None
+        if any(t._version != v or len(t) != len(out) for t, v in self.seen.values()):
+            return None
+        store: dict[str, dict[str, torch.Tensor]] = {"raw": {}, "neurons": {}}
+        for name, (t, _) in self.seen.items():
+            rows = t.clone() if among is None else t[among]
+            if "raw" in self.requests.forms[name]:
+                store["raw"][name] = rows
+            if "neurons" in self.requests.forms[name]:
+                store["neurons"][name] = neuron_values(rows)
+        return store
+
 
 @dataclass
 class BatchRecord:
@@ -95,29 +148,41 @@ class BatchRecord:
         """The clean images (``name="clean"``) or attack ``name``'s adversarial images."""
         return self.x if name == CLEAN else self.attacks[name].x_adv
 
-    def add_outputs(self, name: str, store: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Take the layer outputs of image set ``name`` recorded elsewhere (the clean pass of the test step)."""
+    def add_outputs(self, name: str, store: dict[str, dict], rows: torch.Tensor | None = None) -> None:
+        """Take the layer outputs of image set ``name`` recorded elsewhere (the clean pass of the test step, an
+        attack's own passes), of all images or of those marked in ``rows``; :meth:`layer_outputs` runs the others."""
         missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
         if not missing:
-            self._outputs[name] = [store, self.requests.readers]
+            self._outputs[name] = [store, self.requests.readers, rows]
 
     def layer_outputs(self, name: str, layers: Iterable[str], form: str = "raw") -> dict[str, torch.Tensor]:
         """``{layer: output}`` of ``layers`` (requested at set-up, in this order) on image set ``name``, as
         ``form``. Each reader takes each image set once."""
         if name not in self._outputs:
-            with self.requests.hooked() as store, torch.no_grad():
-                self.model(self.images(name))
-            missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
-            if missing:
-                raise RobustlabError(
-                    f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses"
-                )
-            self._outputs[name] = [store, self.requests.readers]
+            self._outputs[name] = [self._hooked_pass(self.images(name)), self.requests.readers, None]
         entry = self._outputs[name]
+        if entry[2] is not None:
+            rest = ~entry[2]
+            if rest.any():
+                fresh = self._hooked_pass(self.images(name)[rest])
+                for kind, per in fresh.items():
+                    for n, t in per.items():
+                        entry[0][kind][n][rest] = t
+            entry[2] = None
         entry[1] -= 1
         if entry[1] <= 0:
             del self._outputs[name]
         return {n: entry[0][form][n] for n in layers}
+
+    def _hooked_pass(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        with self.requests.hooked() as store, torch.no_grad():
+            self.model(images)
+        missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
+        if missing:
+            raise RobustlabError(
+                f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses"
+            )
+        return store
 
     def baseline_logits(self) -> torch.Tensor:
         """The baseline model's logits on the clean images (one forward pass per batch, shared)."""

@@ -17,7 +17,7 @@ HIGHLIGHT, BAR, MUTED = "#c0392b", "#2e6da4", "#7f8c8d"
 
 def png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=DPI)  # the constrained layout fits labels and legends
     return buffer.getvalue()
 
 

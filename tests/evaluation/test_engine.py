@@ -109,9 +109,10 @@ def test_each_image_set_goes_through_the_model_once(counted_full_suite):
         moved = (rows["x_adv"] != rows["x"]).flatten(1).any(1)
         x_adv = rows["x_adv"][moved]
         assert len(x_adv) > 30
-        # Outside the attack: one hooked pass per adversarial set, shared by coverage and structure; nothing
-        # re-runs the model to learn the attack's logits or success.
-        assert counter.count("engine", x_adv) == Counter({1: len(x_adv)}), name
+        # Outside the attack: nothing. Coverage and structure read the layer outputs of the passes whose logits
+        # the attack returns (FGSM's scoring pass, PGD's last gradient step), and nothing re-runs the model to
+        # learn the attack's logits or success.
+        assert counter.count("engine", x_adv) == Counter({0: len(x_adv)}), name
         # Inside it: each returned image is evaluated at most once without gradients.
         assert max(counter.count("attack", x_adv)) <= 1, name
 
@@ -298,3 +299,48 @@ def test_early_stop_is_on_unless_an_evaluation_reads_the_returned_images(tmp_pat
         )
     )
     assert randomised["early_stop"] == {"pgd_linf": False}
+
+
+def test_an_attack_hands_over_the_layer_outputs_of_the_images_it_returns(standard_model, mnist_test_batch):
+    """Under a watch, PGD's result carries the requested layer outputs of its own passes (its last gradient step,
+    its scoring of the rest), equal to those of a hooked pass of the returned images; the record runs one hooked
+    pass for the rows an attack could not hand over; a watch gives nothing for logits that are not the latest
+    pass's output or for a layer output changed in place."""
+    from robustlab.evaluation.record import BatchRecord, LayerRequests
+    from robustlab.metrics.coverage import select_layers
+
+    model, (x, y) = standard_model, (mnist_test_batch[0][::4], mnist_test_batch[1][::4])
+    requests = LayerRequests()
+    layers = select_layers(loop.classifier(model))
+    requests.add(layers, "raw")
+    requests.add(layers, "neurons")
+    names = list(layers)
+    with requests.watching(model) as watch:
+        result = PGD(eps=0.1, step=0.02, steps=5).run(model, x, y, seeds=torch.arange(len(x)), watch=watch)
+        logits = model(x)
+        assert watch.take(logits.clone()) is None and watch.take(logits[:3]) is None
+        assert watch.take(logits, among=torch.arange(3))["raw"][names[0]].shape[0] == 3
+    rows, store = result.outputs
+    assert 0 < result.success.double().mean() < 1 and rows.double().mean() > 0.9
+    with requests.hooked() as fresh, torch.no_grad():
+        model(result.x_adv)
+    for form in ("raw", "neurons"):
+        for n in names:
+            assert torch.equal(store[form][n][rows], fresh[form][n][rows]), (form, n)
+    partial = rows.clone()
+    partial[::3] = False
+    for form in store:
+        for n in names:
+            store[form][n][~partial] = float("nan")
+    record = BatchRecord("test", x, y, torch.arange(len(x)), torch.arange(len(x)), model(x), {"pgd": result}, model)
+    record.requests = requests
+    record.add_outputs("pgd", store, rows=partial)
+    for form in ("raw", "neurons"):
+        got = record.layer_outputs("pgd", names, form)
+        assert all(torch.equal(got[n], fresh[form][n]) for n in names), form
+    with requests.watching(model) as watch:
+        handle = layers[names[0]].register_forward_hook(lambda module, args, output: output.relu_())
+        try:
+            assert watch.take(model(x)) is None
+        finally:
+            handle.remove()

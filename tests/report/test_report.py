@@ -254,6 +254,18 @@ def test_a_page_that_cannot_be_drawn_keeps_the_run(fixtures, tmp_path, monkeypat
     assert not (tmp_path / "report.html").exists()
 
 
+def test_pages_false_writes_the_json_alone_and_the_pages_follow_from_it(fixtures, tmp_path):
+    from robustlab.report.__main__ import main
+
+    overrides = [f"ckpt={checkpoint('pgd_at', fixtures)}", "logger=none", "progress=false", "data.test_size=8"]
+    report = evaluate(make_cfg("eval", tmp_path, [*overrides, "pages=false"]))
+    assert json.loads((tmp_path / "report.json").read_text())["clean"] == report["clean"]
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "report.md").exists()
+    main([str(tmp_path)])
+    assert check_keyed(_page(tmp_path), json.loads((tmp_path / "report.json").read_text())) > 10
+    assert (tmp_path / "report.md").is_file()
+
+
 @pytest.mark.parametrize("case", sorted(p.stem for p in REPORTS.glob("*.json")))
 def test_every_committed_report_renders_with_its_numbers(case, tmp_path):
     """The regression reports: every defense (randomised, detectors), every attack and metric, suite=full."""
