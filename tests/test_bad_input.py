@@ -1,5 +1,6 @@
 """The bad-input table (README, Errors): each row ends in one line ``error: ...; fix: ...`` with exit status 2, no
-traceback, and the run directory's earlier report untouched."""
+traceback, and the run directory's earlier report untouched. The rows run the script in this process
+(``run_in_process``); the unwritable run directory runs it as a subprocess, as a user would."""
 
 import errno
 import os
@@ -9,7 +10,7 @@ import torch
 
 from robustlab.cli import one_line_errors
 from robustlab.evaluate import evaluate
-from tests.helpers import make_cfg, run_cli
+from tests.helpers import make_cfg, run_cli, run_in_process
 from tests.regression.cases import checkpoint
 from tests.test_cli import _assert_one_line_error
 
@@ -43,7 +44,7 @@ def test_bad_values(row, tmp_path):
     overrides, fragments = ROWS[row]
     (tmp_path / "report.json").write_text(KEPT)
     args = [f"ckpt={checkpoint('standard')}", "attack=[pgd_linf]", "data.test_size=5", "logger=none"]
-    _assert_one_line_error(run_cli("evaluate.py", *args, *overrides, f"hydra.run.dir={tmp_path}"), *fragments)
+    _assert_one_line_error(run_in_process("evaluate.py", *args, *overrides, f"hydra.run.dir={tmp_path}"), *fragments)
     assert (tmp_path / "report.json").read_text() == KEPT
 
 
@@ -56,7 +57,9 @@ def test_bad_checkpoints(kind, fragments, tmp_path):
     run.mkdir()
     (run / "report.json").write_text(KEPT)
     ckpt = _bad_checkpoint(tmp_path, kind)
-    _assert_one_line_error(run_cli("evaluate.py", f"ckpt={ckpt}", "logger=none", f"hydra.run.dir={run}"), *fragments)
+    _assert_one_line_error(
+        run_in_process("evaluate.py", f"ckpt={ckpt}", "logger=none", f"hydra.run.dir={run}"), *fragments
+    )
     assert (run / "report.json").read_text() == KEPT
 
 
@@ -113,5 +116,5 @@ def test_bad_tensor_files(row, tmp_path):
         f"data.path={tmp_path / 'images.pt'}",
         "data.family=mnist",
     ]
-    _assert_one_line_error(run_cli("evaluate.py", *args, "logger=none", f"hydra.run.dir={run}"), *fragments)
+    _assert_one_line_error(run_in_process("evaluate.py", *args, "logger=none", f"hydra.run.dir={run}"), *fragments)
     assert (run / "report.json").read_text() == KEPT

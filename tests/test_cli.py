@@ -1,4 +1,5 @@
-"""Bad input on the command line gets one line naming the problem and the fix, never a traceback."""
+"""Bad input on the command line gets one line naming the problem and the fix, never a traceback. Each script runs
+as a subprocess in some tests, as a user runs it; the other error rows run it in this process (``run_in_process``)."""
 
 import os
 import pickle
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from robustlab.tasks import LOCK_NAME
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, run_in_process
 from tests.regression.cases import checkpoint
 
 
@@ -46,7 +47,8 @@ def test_foreign_checkpoint(tmp_path):
     path = tmp_path / "foreign.pt"
     torch.save({"weight": torch.zeros(3)}, path)
     _assert_one_line_error(
-        run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"), "not a robustlab checkpoint"
+        run_in_process("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
+        "not a robustlab checkpoint",
     )
 
 
@@ -54,7 +56,7 @@ def test_not_a_checkpoint_at_all(tmp_path):
     path = tmp_path / "notes.ckpt"
     path.write_text("hello")
     _assert_one_line_error(
-        run_cli("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
+        run_in_process("evaluate.py", f"ckpt={path}", "logger=none", f"hydra.run.dir={tmp_path}"),
         "not a readable PyTorch checkpoint",
     )
 
@@ -87,7 +89,7 @@ def test_pickled_payload_is_refused_without_running_it(tmp_path):
     ],
 )
 def test_unknown_config(script, args, fragment, tmp_path):
-    _assert_one_line_error(run_cli(script, *args, f"hydra.run.dir={tmp_path}"), fragment)
+    _assert_one_line_error(run_in_process(script, *args, f"hydra.run.dir={tmp_path}"), fragment)
 
 
 def test_incompatible_model_and_data(tmp_path):
