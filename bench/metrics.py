@@ -78,8 +78,7 @@ def compose(name: str, out: str, overrides: list[str]):
 
 def timed_eval(ckpt: str, n: int, overrides: list[str]) -> float:
     base = ["attack=[pgd_linf]", "attack.pgd_linf.steps=10", "attack.pgd_linf.early_stop=false", "progress=false"]
-    base.append("pages=false")  # report.json only; the pages' cost is bench/report.py's, and two rows here
-    base += [f"data.test_size={n}", f"ckpt={ckpt}"]
+    base += ["pages=false", f"data.test_size={n}", f"ckpt={ckpt}"]  # report.json only: the "with pages" rows add them
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()):
         cfg = compose("eval", out, [*base, *overrides])
         return timed(lambda: evaluate(cfg))

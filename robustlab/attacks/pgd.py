@@ -187,8 +187,9 @@ class PGD(Attack):
             return x_adv
         self.last_success = first <= self.steps
         use_best = self.last_success & ~met
-        if (use_best & ~kept).any():
-            self.keep_logits(use_best & ~kept, best_logits[use_best & ~kept])
+        earlier = use_best & ~kept
+        if earlier.any():
+            self.keep_logits(earlier, best_logits[earlier])
         return torch.where(per_example(use_best, x), best, x_adv)
 
 

@@ -37,6 +37,10 @@ class LayerRequests:
             self.forms.setdefault(name, set()).add(form)
         self.readers += 1
 
+    def missing(self, store: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+        """The requested layers that ``store`` (``{form: {layer: output}}``) has no output of."""
+        return [n for n in self.layers if n not in store["raw"] and n not in store["neurons"]]
+
     @contextmanager
     def hooked(self) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
         """While active, each requested layer's output (detached) goes into the yielded ``{form: {layer:
@@ -151,8 +155,7 @@ class BatchRecord:
     def add_outputs(self, name: str, store: dict[str, dict], rows: torch.Tensor | None = None) -> None:
         """Take the layer outputs of image set ``name`` recorded elsewhere (the clean pass of the test step, an
         attack's own passes), of all images or of those marked in ``rows``; :meth:`layer_outputs` runs the others."""
-        missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
-        if not missing:
+        if not self.requests.missing(store):
             self._outputs[name] = [store, self.requests.readers, rows]
 
     def layer_outputs(self, name: str, layers: Iterable[str], form: str = "raw") -> dict[str, torch.Tensor]:
@@ -177,7 +180,7 @@ class BatchRecord:
     def _hooked_pass(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
         with self.requests.hooked() as store, torch.no_grad():
             self.model(images)
-        missing = [n for n in self.requests.layers if n not in store["raw"] and n not in store["neurons"]]
+        missing = self.requests.missing(store)
         if missing:
             raise RobustlabError(
                 f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses"
