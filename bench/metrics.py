@@ -1,6 +1,6 @@
 """Overhead and peak memory of robustlab's metrics under PGD-10 on MNIST-5k, in one run (issue 5).
 
-    python bench/metrics.py [--n 1000] [--ckpt PATH] [--epochs 1] [--repeats 3] [--quick]
+    python bench/metrics.py [--n 1000] [--ckpt PATH] [--epochs 1] [--repeats 5] [--quick]
 
 Trains DEEPSEC's MNIST CNN (defense=standard, ``--epochs`` on MNIST-5k; training saves its coverage profile) unless
 ``--ckpt`` is given, then times ``robustlab.evaluate.evaluate`` on the first ``--n`` test images under PGD-10
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="test images evaluated")
     parser.add_argument("--ckpt", help="checkpoint to evaluate (default: train one)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row but EBD's; the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row but EBD's; the fastest is kept")
     parser.add_argument("--quick", action="store_true", help="smoke run: 50 images, 500 training images")
     parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     parser.add_argument("--rss", type=int, help=argparse.SUPPRESS)

@@ -226,21 +226,28 @@ class AttackResult:
 
 class OutputWatch(Protocol):
     """The evaluation's view of the latest forward pass (:meth:`~robustlab.evaluation.record.LayerRequests.watching`):
-    ``take(logits, among)`` gives the requested layer outputs ``{form: {layer: output}}`` of rows ``among`` if
-    ``logits`` are that pass's output, else ``None``."""
+    ``take(logits)`` gives that pass's requested layer outputs ``{form: {layer: output}}`` if ``logits`` are its
+    output, else ``None``."""
 
-    def take(self, logits: torch.Tensor, among: torch.Tensor | None = None) -> dict | None: ...
+    def take(self, logits: torch.Tensor) -> dict | None: ...
 
 
 class _Logits:
     """The logits of each example's returned image, filled by the attack as it computes them, and, under an
-    :class:`OutputWatch`, the layer outputs of the same passes (``captured`` marks the rows that have them)."""
+    :class:`OutputWatch`, the layer outputs of the same passes (``captured`` marks the rows that have them).
+
+    The first pass over the whole batch in order is kept as it is, not copied (``base``); the rows of later passes
+    wait in ``pending`` (copies of the rows kept, or a whole pass) and are written into it when the attack is done,
+    so no write touches a tensor the attack may still differentiate through. Where they would exceed a batch's
+    worth of rows, ``base`` is copied and they are written at once."""
 
     def __init__(self, n: int, watch: OutputWatch | None = None):
         self.value: torch.Tensor | None = None
         self.known: torch.Tensor | None = None
         self.n, self.watch = n, watch
-        self.outputs: dict[str, dict[str, torch.Tensor]] | None = None
+        self.base: dict[str, dict[str, torch.Tensor]] | None = None
+        self.versions: list[tuple[torch.Tensor, int]] | None = None  # of an adopted base, until it is owned
+        self.pending: list[tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]] = []
         self.captured: torch.Tensor | None = None
 
     def put(self, rows: torch.Tensor, logits: torch.Tensor, among: torch.Tensor | None = None) -> None:
@@ -251,29 +258,64 @@ class _Logits:
         self.value[rows] = kept.detach().to(self.value.dtype)
         self.known[rows] = True
         if self.watch is not None:
-            self._capture(rows, self.watch.take(logits, among), kept.device)
+            self._capture(rows, among, logits)
 
-    def _capture(self, rows: torch.Tensor, taken: dict | None, device: torch.device) -> None:
+    def _in_order(self, rows: torch.Tensor, logits: torch.Tensor, among: torch.Tensor | None) -> bool:
+        """Whether the pass is of the whole batch, row ``i`` being example ``i`` for every row kept."""
+        if len(logits) != self.n:
+            return False
+        if among is not None:
+            return among is rows or (among.dtype == rows.dtype and torch.equal(among, rows))
+        if rows.dtype == torch.bool:
+            return bool(rows.all())
+        return torch.equal(rows, torch.arange(self.n, device=rows.device))
+
+    def _capture(self, rows: torch.Tensor, among: torch.Tensor | None, logits: torch.Tensor) -> None:
         if self.captured is None:
-            self.captured = torch.zeros(self.n, dtype=torch.bool, device=device)
-        if taken is not None and self.outputs is None:
-            self.outputs = {
-                form: {name: t.new_zeros(self.n, *t.shape[1:]) for name, t in per.items()}
-                for form, per in taken.items()
-            }
+            self.captured = torch.zeros(self.n, dtype=torch.bool, device=logits.device)
+        taken = self.watch.take(logits)
         if taken is None:
             self.captured[rows] = False
             return
-        for form, per in taken.items():
-            for name, t in per.items():
-                self.outputs[form][name][rows] = t
+        if self.base is None and self._in_order(rows, logits, among):
+            self.base = taken
+            self.versions = [(t, t._version) for per in taken.values() for t in per.values()]
+        else:
+            part = taken if among is None else {f: {k: t[among] for k, t in per.items()} for f, per in taken.items()}
+            self.pending.append((rows, part))
+            if sum(int(r.sum()) if r.dtype == torch.bool else len(r) for r, _ in self.pending) > self.n:
+                self._write(own=True)
         self.captured[rows] = True
 
+    def _write(self, own: bool) -> None:
+        """Write ``pending`` into ``base`` (allocated if none; copied first where ``own`` and it is adopted)."""
+        if self.versions is not None and any(t._version != v for t, v in self.versions):
+            self.base, self.versions, self.pending = None, None, []  # changed since its pass: every row recomputed
+            self.captured.zero_()
+        if self.base is None and self.pending:
+            self.base = {
+                form: {name: t.new_zeros(self.n, *t.shape[1:]) for name, t in per.items()}
+                for form, per in self.pending[0][1].items()
+            }
+        elif own and self.versions is not None:
+            self.base = {form: {name: t.clone() for name, t in per.items()} for form, per in self.base.items()}
+        if own:
+            self.versions = None
+        for rows, part in self.pending:
+            for form, per in part.items():
+                for name, t in per.items():
+                    self.base[form][name][rows] = t
+        self.pending = []
+
     def captured_outputs(self) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]] | None:
-        """``(rows that have them, {form: {layer: output}})``, or ``None`` where no row does."""
-        if self.captured is None or self.outputs is None or not self.captured.any():
+        """``(rows that have them, {form: {layer: output}})``, or ``None`` where no row does; once the attack is
+        done."""
+        if self.captured is None or (self.base is None and not self.pending):
             return None
-        return self.captured, self.outputs
+        self._write(own=False)
+        if self.base is None or not self.captured.any():
+            return None
+        return self.captured, self.base
 
     def complete(self, model: nn.Module, x_adv: torch.Tensor) -> torch.Tensor:
         """All rows: one forward pass, without gradients, of the images whose logits are still unknown."""

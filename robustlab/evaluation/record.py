@@ -24,6 +24,7 @@ class LayerRequests:
         self.layers: dict[str, nn.Module] = {}
         self.forms: dict[str, set[str]] = {}
         self.readers = 0
+        self.copy = False
 
     def add(self, layers: Mapping[str, nn.Module], form: str) -> None:
         if form not in ("raw", "neurons"):
@@ -44,17 +45,27 @@ class LayerRequests:
     @contextmanager
     def hooked(self) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
         """While active, each requested layer's output (detached) goes into the yielded ``{form: {layer:
-        output}}`` (a layer called several times per forward: concatenated, see ``append_output``)."""
+        output}}`` (a layer called several times per forward: concatenated, see ``append_output``). The outputs
+        are the model's own tensors, not copies, unless a layer's output was once changed in place after its
+        hook ran (an in-place activation): then the store is emptied on exit and every later pass copies."""
         store: dict[str, dict[str, torch.Tensor]] = {"raw": {}, "neurons": {}}
+        seen: list[tuple[torch.Tensor, int]] = []
+        copy = self.copy
 
         def keep(name: str, out: torch.Tensor) -> None:
+            seen.append((out, out._version))
             if "raw" in self.forms[name]:
-                append_output(store["raw"], name, out.clone())
+                append_output(store["raw"], name, out.clone() if copy else out)
             if "neurons" in self.forms[name]:
-                append_output(store["neurons"], name, neuron_values(out).clone())
+                values = neuron_values(out)
+                append_output(store["neurons"], name, values.clone() if copy else values)
 
         with recording(self.layers, keep):
             yield store
+        if not copy and any(t._version != v for t, v in seen):
+            self.copy = True
+            store["raw"].clear()
+            store["neurons"].clear()
 
     @contextmanager
     def watching(self, model: nn.Module) -> Iterator["OutputWatch"]:
@@ -72,7 +83,8 @@ class LayerRequests:
 
 class OutputWatch:
     """The requested layers' outputs of the latest forward pass of a model (see :meth:`LayerRequests.watching`);
-    :meth:`take` copies the rows an attack keeps, so an adversarial set needs no hooked pass of its own."""
+    :meth:`take` hands them to the attack that keeps that pass's logits, so an adversarial set needs no hooked pass
+    of its own."""
 
     def __init__(self, requests: LayerRequests):
         self.requests = requests
@@ -90,9 +102,9 @@ class OutputWatch:
     def end(self, module, args, output) -> None:
         self.output = output if isinstance(output, torch.Tensor) else None
 
-    def take(self, logits: torch.Tensor, among: torch.Tensor | None = None) -> dict[str, dict] | None:
-        """``{form: {layer: output}}`` of rows ``among`` (all if ``None``) of the latest pass, if ``logits`` are that
-        pass's output itself and no layer output was changed in place since; else ``None``."""
+    def take(self, logits: torch.Tensor) -> dict[str, dict] | None:
+        """``{form: {layer: output}}`` of the latest pass (the model's own tensors, not copies), if ``logits`` are
+        that pass's output itself and no layer output was changed in place since; else ``None``."""
         out = self.output
         if out is None or not self.usable or logits.shape != out.shape or logits.data_ptr() != out.data_ptr():
             return None
@@ -102,11 +114,10 @@ class OutputWatch:
             return None
         store: dict[str, dict[str, torch.Tensor]] = {"raw": {}, "neurons": {}}
         for name, (t, _) in self.seen.items():
-            rows = t.clone() if among is None else t[among]
             if "raw" in self.requests.forms[name]:
-                store["raw"][name] = rows
+                store["raw"][name] = t
             if "neurons" in self.requests.forms[name]:
-                store["neurons"][name] = neuron_values(rows)
+                store["neurons"][name] = neuron_values(t)
         return store
 
 
@@ -178,14 +189,13 @@ class BatchRecord:
         return {n: entry[0][form][n] for n in layers}
 
     def _hooked_pass(self, images: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-        with self.requests.hooked() as store, torch.no_grad():
-            self.model(images)
-        missing = self.requests.missing(store)
-        if missing:
-            raise RobustlabError(
-                f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses"
-            )
-        return store
+        for _ in range(2):  # again, copying, if a layer's output was changed in place (LayerRequests.hooked)
+            with self.requests.hooked() as store, torch.no_grad():
+                self.model(images)
+            missing = self.requests.missing(store)
+            if not missing:
+                return store
+        raise RobustlabError(f"layer {missing[0]!r} did not run in the forward pass", "select layers the model uses")
 
     def baseline_logits(self) -> torch.Tensor:
         """The baseline model's logits on the clean images (one forward pass per batch, shared)."""

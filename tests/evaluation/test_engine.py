@@ -319,7 +319,7 @@ def test_an_attack_hands_over_the_layer_outputs_of_the_images_it_returns(standar
         result = PGD(eps=0.1, step=0.02, steps=5).run(model, x, y, seeds=torch.arange(len(x)), watch=watch)
         logits = model(x)
         assert watch.take(logits.clone()) is None and watch.take(logits[:3]) is None
-        assert watch.take(logits, among=torch.arange(3))["raw"][names[0]].shape[0] == 3
+        assert watch.take(logits)["raw"][names[0]].shape[0] == len(x)
     rows, store = result.outputs
     assert 0 < result.success.double().mean() < 1 and rows.double().mean() > 0.9
     with requests.hooked() as fresh, torch.no_grad():
@@ -344,3 +344,68 @@ def test_an_attack_hands_over_the_layer_outputs_of_the_images_it_returns(standar
             assert watch.take(model(x)) is None
         finally:
             handle.remove()
+
+
+def test_layer_outputs_are_the_models_own_tensors_unless_changed_in_place(standard_model, mnist_test_batch):
+    """A hooked pass keeps references, not copies; a layer output changed in place after its hook (an in-place
+    activation) empties that pass's store and makes every later pass copy, so the record still gives the layer's
+    own output. An attack's handed-over outputs changed in place before the attack ends are dropped (its rows
+    get the record's hooked pass), and those of a partly handed-over set are the same as a hooked pass's."""
+    from robustlab.evaluation.record import BatchRecord, LayerRequests
+    from robustlab.metrics.coverage import select_layers
+
+    model, (x, y) = standard_model, (mnist_test_batch[0][:16], mnist_test_batch[1][:16])
+    layers = select_layers(loop.classifier(model))
+    names = list(layers)
+    with torch.no_grad():
+        logits = model(x)
+
+    def record(requests: LayerRequests, results=None) -> BatchRecord:
+        r = BatchRecord("test", x, y, torch.arange(len(x)), torch.arange(len(x)), logits, results or {}, model)
+        r.requests = requests
+        return r
+
+    plain = LayerRequests()
+    plain.add(layers, "raw")
+    with plain.hooked() as store, torch.no_grad():
+        out = model(x)
+    assert store["raw"][names[-1]].data_ptr() == out.data_ptr() and not plain.copy
+    expected = record(plain).layer_outputs("clean", names)
+
+    inplace = LayerRequests()
+    inplace.add(layers, "raw")
+    inplace.add(layers, "neurons")
+    after = loop.classifier(model).get_submodule("net.1")  # the module the first layer's output goes into
+    handle = after.register_forward_pre_hook(lambda module, args: args[0].relu_())
+    try:
+        with inplace.hooked() as emptied, torch.no_grad():
+            model(x)
+        assert emptied == {"raw": {}, "neurons": {}} and inplace.copy
+        got = record(inplace).layer_outputs("clean", names)
+    finally:
+        handle.remove()
+    assert (got[names[0]] < 0).any(), "the first layer's own output, before the in-place ReLU"
+    assert all(torch.equal(got[n], expected[n]) for n in names)
+
+    class Scribbler(Attack):
+        """Returns the clean images, hands over their pass, then changes that pass's logits in place."""
+
+        name = "scribbler"
+
+        def perturb(self, model, x, y, seeds, target=None):
+            out = model(x)
+            self.keep_logits(torch.arange(len(x)), out)
+            out.mul_(1.0)
+            return x.clone()
+
+    watching = LayerRequests()
+    watching.add(layers, "raw")
+    with watching.watching(model) as watch:
+        scribbled = Scribbler().run(model, x, y, seeds=torch.arange(len(x)), watch=watch)
+        handed = PGD(eps=0.2, step=0.05, steps=5).run(model, x, y, seeds=torch.arange(len(x)), watch=watch)
+    assert scribbled.outputs is None
+    assert 0 < handed.success.double().mean() < 1 and handed.outputs[0].any(), "last step and scoring pass hand over"
+    got = record(watching, {"pgd": handed}).layer_outputs("pgd", names)
+    fresh = record(plain, {"pgd": handed}).layer_outputs("pgd", names)
+    for n in names:
+        assert torch.allclose(got[n], fresh[n], atol=1e-6), n
