@@ -236,10 +236,11 @@ class _Logits:
     """The logits of each example's returned image, filled by the attack as it computes them, and, under an
     :class:`OutputWatch`, the layer outputs of the same passes (``captured`` marks the rows that have them).
 
-    The first pass over the whole batch in order is kept as it is, not copied (``base``); the rows of later passes
-    wait in ``pending`` (copies of the rows kept, or a whole pass) and are written into it when the attack is done,
-    so no write touches a tensor the attack may still differentiate through. Where they would exceed a batch's
-    worth of rows, ``base`` is copied and they are written at once."""
+    The first pass over the whole batch in order is kept as it is, not copied (``base``); while it is, the rows of
+    later passes wait in ``pending`` (copies of the rows kept, or a whole pass) and are written into it when the
+    attack is done, so no write touches a tensor the attack may still differentiate through. Where they would exceed
+    a batch's worth of rows, ``base`` is copied (owned) and they are written at once, as are all rows once it is
+    owned or where no pass was kept."""
 
     def __init__(self, n: int, watch: OutputWatch | None = None):
         self.value: torch.Tensor | None = None
@@ -277,15 +278,18 @@ class _Logits:
         if taken is None:
             self.captured[rows] = False
             return
+        self.captured[rows] = True
         if self.base is None and self._in_order(rows, logits, among):
             self.base = taken
             self.versions = [(t, t._version) for per in taken.values() for t in per.values()]
-        else:
-            part = taken if among is None else {f: {k: t[among] for k, t in per.items()} for f, per in taken.items()}
-            self.pending.append((rows, part))
-            if sum(int(r.sum()) if r.dtype == torch.bool else len(r) for r, _ in self.pending) > self.n:
-                self._write(own=True)
-        self.captured[rows] = True
+            return
+        part = taken if among is None else {f: {k: t[among] for k, t in per.items()} for f, per in taken.items()}
+        self.pending.append((rows, part))
+        if (
+            self.versions is None
+            or sum(int(r.sum()) if r.dtype == torch.bool else len(r) for r, _ in self.pending) > self.n
+        ):
+            self._write(own=True)
 
     def _write(self, own: bool) -> None:
         """Write ``pending`` into ``base`` (allocated if none; copied first where ``own`` and it is adopted)."""
