@@ -3,7 +3,6 @@
 import copy
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 from robustlab.success import goal_met
 from robustlab.utils import synchronize
 
@@ -63,9 +63,7 @@ def random_like(x: torch.Tensor, seeds: torch.Tensor | None, kind: str = "unifor
     if kind == "laplace":
         u = random_like(x, seeds) - 0.5
         return -u.sign() * (1 - 2 * u.abs()).clamp_min(1e-12).log()
-    if seeds is None:
-        return (torch.rand if kind == "uniform" else torch.randn)(x.shape, device=x.device, dtype=x.dtype)
-    return draw(seeds.tolist(), x.shape[1:], kind, x)
+    return Streams(seeds, len(x), x.device).draw(kind, x.shape[1:], x)
 
 
 def input_gradient(
@@ -109,48 +107,6 @@ def margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool) -> torch.T
     return other - own if targeted else own - other
 
 
-def example_generators(seeds: torch.Tensor | None, n: int) -> list[torch.Generator | None]:
-    """One generator per example, seeded by its seed, so each example's random stream does not
-    depend on batch size, order or device; without ``seeds``, the global RNG (``None``)."""
-    if seeds is None:
-        return [None] * n
-    return [torch.Generator().manual_seed(int(s)) for s in seeds.tolist()]
-
-
-#: Per-example noise of at least this many elements is drawn by ``torch.get_num_threads()`` threads (torch releases
-#: the GIL inside each draw); below it, thread start-up costs more than it saves.
-PARALLEL_NOISE = 1 << 20
-
-
-def _fill(rows: torch.Tensor, sources: list, kind: str) -> None:
-    """Fill each of ``rows`` from its source: a generator, or a seed for a generator seeded afresh."""
-    gen = torch.Generator()
-    for row, source in zip(rows, sources):
-        g = gen.manual_seed(source) if isinstance(source, int) else source
-        if kind == "rademacher":
-            row.copy_(torch.randint(0, 2, row.shape, generator=g)).mul_(2).sub_(1)
-        else:
-            (row.normal_ if kind == "normal" else row.uniform_)(generator=g)
-
-
-def draw(generators: list, shape: tuple[int, ...], kind: str, like: torch.Tensor) -> torch.Tensor:
-    """Per example noise of ``shape`` ("normal", "uniform" in [0,1) or "rademacher" +-1), stacked
-    to ``(len(generators), *shape)`` on ``like``'s device and dtype, from one generator per example (or one seed:
-    a generator seeded with it). Each example's row is filled in place (the values ``torch.rand`` / ``torch.randn``
-    / ``torch.randint`` give with its generator), by several threads for a large batch: each generator is used by
-    one thread only, so the values do not change."""
-    noise = torch.empty(len(generators), *shape)
-    workers = min(torch.get_num_threads(), len(generators)) if noise.numel() >= PARALLEL_NOISE else 1
-    if workers > 1:
-        sizes = [len(part) for part in noise.chunk(workers)]
-        parts = zip(noise.split(sizes), [generators[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))])
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda part: _fill(*part, kind), parts))
-    else:
-        _fill(noise, generators, kind)
-    return noise.to(device=like.device, dtype=like.dtype)
-
-
 def query(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits of ``x`` without gradients, in chunks of at most :data:`MAX_BATCH` images."""
     with torch.no_grad():
@@ -187,17 +143,7 @@ def choose_targets(logits: torch.Tensor, y: torch.Tensor, rule: str, seeds: torc
     if rule == "least_likely":
         return logits.argmin(1)
     classes = logits.shape[1]
-    if seeds is None:
-        offset = torch.randint(0, classes - 1, y.shape, device=y.device)
-    else:
-        gen = torch.Generator()
-        offset = torch.tensor(
-            [
-                int(torch.randint(0, classes - 1, (1,), generator=gen.manual_seed(int(s) ^ 0x5EED)))
-                for s in seeds.tolist()
-            ],
-            device=y.device,
-        )
+    offset = Streams(seeds, len(y), y.device, salt=0x5EED).randint(classes - 1, 1)[:, 0]
     return (y + 1 + offset) % classes
 
 

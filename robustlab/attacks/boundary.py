@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from robustlab import progress
-from robustlab.attacks.base import Attack, check_count, check_eps, draw, example_generators, lp_norm, query
+from robustlab.attacks.base import Attack, check_count, check_eps, lp_norm, query
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 from robustlab.success import goal_met
 
 
@@ -73,7 +74,7 @@ class BoundaryAttack(Attack):
         """The most model queries one example can cost."""
         return 1 + self.init_draws + self.init_steps + self.steps + self.steps // self.stats_every
 
-    def _start(self, model, x, y, generators, queries):
+    def _start(self, model, x, y, streams, queries):
         """Per example: an adversarial start (or ``x``), its logits, whether one was found, and whether ``x`` itself
         is one."""
         logits = self.predict_clean(model, x).clone()
@@ -84,7 +85,7 @@ class BoundaryAttack(Attack):
             idx = (~found).nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            draws = draw([generators[i] for i in idx.tolist()], x.shape[1:], "uniform", x)
+            draws = streams.draw("uniform", x.shape[1:], x, idx)
             out = query(model, draws)
             hit = goal_met(out.argmax(1), y[idx])
             queries[idx] += 1
@@ -107,9 +108,9 @@ class BoundaryAttack(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
     ) -> torch.Tensor:
         n, device = len(x), x.device
-        generators = example_generators(seeds, n)
+        streams = Streams(seeds, n, device)
         queries = torch.zeros(n, dtype=torch.long, device=device)
-        adv, logits, found, clean_adv = self._start(model, x, y, generators, queries)
+        adv, logits, found, clean_adv = self._start(model, x, y, streams, queries)
         spherical = torch.full((n,), self.spherical_step, device=device)
         source = torch.full((n,), self.source_step, device=device)
         spherical_stats = torch.full((100, n), float("nan"), device=device)
@@ -127,7 +128,7 @@ class BoundaryAttack(Attack):
             originals = flat_x[idx]
             diff = originals - flat_adv[idx]
             dist = diff.norm(dim=1)
-            eta = draw([generators[i] for i in idx.tolist()], diff.shape[1:], "normal", x)
+            eta = streams.draw("normal", diff.shape[1:], x, idx)
             eta = eta - (eta * diff).sum(1, keepdim=True) * diff / dist[:, None] ** 2
             eta = eta * (spherical[idx] * dist / eta.norm(dim=1).clamp_min(1e-12))[:, None]
             on_sphere = (originals + (eta - diff) / (spherical[idx] ** 2 + 1).sqrt()[:, None]).clamp(0, 1)

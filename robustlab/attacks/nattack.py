@@ -9,13 +9,12 @@ from robustlab.attacks.base import (
     Attack,
     check_count,
     check_eps,
-    draw,
-    example_generators,
     margin,
     query,
     retire,
 )
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 
 #: Shrinks [0,1] slightly before arctanh so that 0 and 1 stay finite (the reference code's 0.999999).
 TANH_BOX = 0.999999
@@ -69,8 +68,8 @@ class NAttack(Attack):
         """The candidate image of tanh-space point ``w``, clipped to the eps ball around ``x``."""
         return (x + ((torch.tanh(w) + 1) / 2 - x).clamp(-self.eps, self.eps)).clamp(0, 1)
 
-    def _update(self, model, x, w, mu, label, generators) -> torch.Tensor:
-        z = draw(generators, (self.population, *x.shape[1:]), "normal", x)
+    def _update(self, model, x, w, mu, label, streams, rows) -> torch.Tensor:
+        z = streams.draw("normal", (self.population, *x.shape[1:]), x, rows)
         candidates = self._image(x[:, None], (w + mu)[:, None] + self.sigma * z)
         labels = label.repeat_interleave(self.population)
         loss = margin(query(model, candidates.flatten(0, 1)), labels, self.targeted).clamp_min(0)
@@ -83,9 +82,9 @@ class NAttack(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
     ) -> torch.Tensor:
         label = y if target is None else target
-        generators = example_generators(seeds, len(x))
+        streams = Streams(seeds, len(x), x.device)
         w = torch.atanh((2 * x - 1) * TANH_BOX)
-        mu = 0.001 * draw(generators, x.shape[1:], "normal", x)
+        mu = 0.001 * streams.draw("normal", x.shape[1:], x)
         x_adv = self._image(x, w + mu)
         queries = torch.zeros(len(x), dtype=torch.long, device=x.device)
         first = torch.full((len(x),), self.steps + 1, device=x.device)
@@ -98,9 +97,7 @@ class NAttack(Attack):
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):
-                mu[chunk] = self._update(
-                    model, x[chunk], w[chunk], mu[chunk], label[chunk], [generators[i] for i in chunk.tolist()]
-                )
+                mu[chunk] = self._update(model, x[chunk], w[chunk], mu[chunk], label[chunk], streams, chunk)
             queries[idx] += self.population
         self.last_success, self.last_iterations, self.last_queries = first <= self.steps, first, queries
         return x_adv

@@ -10,13 +10,12 @@ from robustlab.attacks.base import (
     Attack,
     check_count,
     check_eps,
-    draw,
-    example_generators,
     margin,
     query,
     retire,
 )
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 
 
 class SPSA(Attack):
@@ -59,8 +58,8 @@ class SPSA(Attack):
         """The most model queries one example can cost."""
         return (self.steps + 1) + self.steps * 2 * self.samples
 
-    def _gradient(self, model, x_adv, label, generators) -> torch.Tensor:
-        v = draw(generators, (self.samples, *x_adv.shape[1:]), "rademacher", x_adv)
+    def _gradient(self, model, x_adv, label, streams, rows) -> torch.Tensor:
+        v = streams.draw("rademacher", (self.samples, *x_adv.shape[1:]), x_adv, rows)
         points = torch.cat([x_adv[:, None] + self.delta * v, x_adv[:, None] - self.delta * v], 1).clamp(0, 1)
         labels = label.repeat_interleave(2 * self.samples)
         loss = margin(query(model, points.flatten(0, 1)), labels, self.targeted).view(len(x_adv), 2, self.samples)
@@ -71,10 +70,10 @@ class SPSA(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seeds=None, target: torch.Tensor | None = None
     ) -> torch.Tensor:
         label = y if target is None else target
-        generators = example_generators(seeds, len(x))
+        streams = Streams(seeds, len(x), x.device)
         x_adv = x.clone()
         if self.random_start:
-            x_adv = (x + (2 * draw(generators, x.shape[1:], "uniform", x) - 1) * self.eps).clamp(0, 1)
+            x_adv = (x + (2 * streams.draw("uniform", x.shape[1:], x) - 1) * self.eps).clamp(0, 1)
         moment, second = torch.zeros_like(x), torch.zeros_like(x)
         queries = torch.zeros(len(x), dtype=torch.long, device=x.device)
         first = torch.full((len(x),), self.steps + 1, device=x.device)
@@ -87,7 +86,7 @@ class SPSA(Attack):
             if t == self.steps or len(idx) == 0:
                 break
             for chunk in idx.split(per_chunk):
-                grad = self._gradient(model, x_adv[chunk], label[chunk], [generators[i] for i in chunk.tolist()])
+                grad = self._gradient(model, x_adv[chunk], label[chunk], streams, chunk)
                 moment[chunk] = beta1 * moment[chunk] + (1 - beta1) * grad
                 second[chunk] = beta2 * second[chunk] + (1 - beta2) * grad**2
                 update = (moment[chunk] / (1 - beta1 ** (t + 1))) / (

@@ -12,29 +12,26 @@ from robustlab.attacks.base import (
     check_count,
     check_eps,
     check_norm,
-    draw,
-    example_generators,
     lp_norm,
     margin,
     per_example,
 )
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 from robustlab.success import goal_met
 
 
 class _Streams:
-    """Uniform random rows, one per active example per call, drawn in chunks from a generator per
-    example seed: each example's sequence depends only on its seed, whatever the batch."""
+    """Uniform random rows, one per active example per call, drawn in chunks of ``chunk`` rows from each
+    example's stream (:class:`~robustlab.rng.Streams`): each example's sequence depends only on its seed,
+    whatever the batch."""
 
     def __init__(self, seeds: torch.Tensor | None, n: int, device, chunk: int = 128):
-        self.gens = None if seeds is None else example_generators(seeds, n)
-        self.n, self.device, self.chunk = n, device, chunk
+        self.streams, self.chunk = Streams(seeds, n, device), chunk
         self.buffer, self.pos = None, 0
 
     def draw(self, width: int, rows: int = 1) -> torch.Tensor:
-        if self.gens is None:
-            return torch.rand(self.n, rows, width, device=self.device)
-        return draw(self.gens, (rows, width), "uniform", torch.empty(0, device=self.device))
+        return self.streams.uniform(rows, width)
 
     def next(self, width: int) -> torch.Tensor:
         if self.buffer is None or self.pos == self.chunk:
@@ -43,9 +40,7 @@ class _Streams:
         return self.buffer[:, self.pos - 1]
 
     def keep(self, mask: torch.Tensor) -> None:
-        self.n = int(mask.sum())
-        if self.gens is not None:
-            self.gens = [g for g, k in zip(self.gens, mask.tolist()) if k]
+        self.streams.keep(mask)
         if self.buffer is not None:
             self.buffer = self.buffer[mask]
 

@@ -7,6 +7,7 @@ from robustlab import progress
 from robustlab.attacks.base import Attack, check_count, check_eps, check_images, check_norm, lp_norm
 from robustlab.attacks.deepfool import DeepFool
 from robustlab.errors import RobustlabError
+from robustlab.rng import Streams
 from robustlab.success import goal_met
 from robustlab.utils import timed
 
@@ -105,12 +106,9 @@ class UAP(Attack):
             raise RobustlabError("UAP.fit got no sample the model classifies correctly", "fit on labelled clean data")
         x, y, seeds = x[correct], y[correct], seeds[correct.cpu()]
         v = torch.zeros_like(x[:1])
-        best, best_rate, gen = v, -1.0, torch.Generator()
+        best, best_rate, streams = v, -1.0, Streams(seeds, device=x.device)
         for p in range(self.passes):
-            keys = torch.tensor(
-                [torch.rand(1, generator=gen.manual_seed(int(s) * 1000003 + p)).item() for s in seeds.tolist()]
-            )
-            order = keys.argsort().to(x.device)
+            order = streams.uniform(1)[:, 0].argsort()
             for s in range(0, len(order), self.chunk):
                 progress.step(p * len(order) + s, self.passes * len(order))
                 idx = order[s : s + self.chunk]

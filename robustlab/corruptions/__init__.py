@@ -2,8 +2,8 @@
 
 ``corrupt(x, name, severity, generator=None, params="cifar")`` works on (B, C, H, W) float images in
 [0, 1] with C in {1, 3} and H, W >= 32, on the device of ``x``. Randomness comes only from
-``generator``: one ``torch.Generator`` for the batch, or a sequence of one per sample (then every sample's
-corruption is independent of how the batch was formed). ``params="cifar"`` uses the CIFAR-10-C severity
+``generator``: one ``torch.Generator`` for the batch, or per-sample :class:`~robustlab.rng.Streams` (then every
+sample's corruption is independent of how the batch was formed). ``params="cifar"`` uses the CIFAR-10-C severity
 tables, ``params="imagenet"`` those of the ``imagecorruptions`` package.
 
 Grayscale images: noise, blur, geometric and contrast steps run per channel; colour steps use luma

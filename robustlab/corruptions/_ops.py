@@ -2,50 +2,68 @@
 
 import math
 import warnings
-from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustlab.rng import Streams
+
 LUMA = (0.299, 0.587, 0.114)
 
 
 class Rng:
-    """Random draws of shape ``(B, *shape)`` from one ``torch.Generator`` for the whole batch, or from
-    one generator per sample (then a sample's draws do not depend on the rest of its batch)."""
+    """Random draws of shape ``(B, *shape)`` from one ``torch.Generator`` for the whole batch (or torch's global
+    one), or from per-sample :class:`~robustlab.rng.Streams` (then a sample's draws do not depend on the rest of its
+    batch)."""
 
     def __init__(self, generator, batch: int, device: torch.device):
-        self.per_sample = isinstance(generator, Sequence)
-        if self.per_sample and len(generator) != batch:
-            raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+        self.streams = generator if isinstance(generator, Streams) else None
+        if self.streams is not None and len(self.streams) != batch:
+            raise ValueError(f"got {len(self.streams)} sample streams for a batch of {batch}")
         self.generator, self.batch, self.device = generator, batch, device
 
     def _draw(self, fn, shape, dtype=torch.float32):
-        if not self.per_sample:
-            g = self.generator
-            dev = g.device if g is not None else self.device
-            return fn((self.batch, *shape), g, dev, dtype).to(self.device)
-        return torch.stack([fn(tuple(shape), g, g.device, dtype) for g in self.generator]).to(self.device)
+        g = self.generator
+        dev = g.device if g is not None else self.device
+        return fn((self.batch, *shape), g, dev, dtype).to(self.device)
 
     def normal(self, *shape, mean=0.0, std=1.0):
+        if self.streams is not None:
+            return self.streams.normal(*shape).to(self.device) * std + mean
         return self._draw(lambda s, g, d, t: torch.randn(s, generator=g, device=d, dtype=t), shape) * std + mean
 
     def uniform(self, *shape, low=0.0, high=1.0):
+        if self.streams is not None:
+            return self.streams.uniform(*shape).to(self.device) * (high - low) + low
         return self._draw(lambda s, g, d, t: torch.rand(s, generator=g, device=d, dtype=t), shape) * (high - low) + low
 
     def randint(self, low, high, *shape):
+        if self.streams is not None:
+            return self.streams.randint(high - low, *shape).to(self.device) + low
         return self._draw(lambda s, g, d, t: torch.randint(low, high, s, generator=g, device=d), shape)
 
     def poisson(self, rates: torch.Tensor) -> torch.Tensor:
-        if not self.per_sample:
-            g = self.generator
-            dev = g.device if g is not None else rates.device
-            return torch.poisson(rates.to(dev), generator=g).to(rates.device)
-        return torch.stack([torch.poisson(r.to(g.device), generator=g) for r, g in zip(rates, self.generator)]).to(
-            rates.device
-        )
+        if self.streams is not None:
+            return poisson_inverse(rates, self.streams.uniform(*rates.shape[1:]).to(rates.device))
+        g = self.generator
+        dev = g.device if g is not None else rates.device
+        return torch.poisson(rates.to(dev), generator=g).to(rates.device)
+
+
+def poisson_inverse(rates: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Poisson(``rates``) counts by inversion of uniforms ``u``: the smallest ``k`` with ``P(K <= k) > u``, where
+    ``P(K <= k) = Q(k + 1, rate)``, the regularised upper incomplete gamma function, found by bisection on ``k``."""
+    lam = rates.double()
+    lo = torch.zeros_like(lam)
+    hi = (lam + 12 * lam.sqrt() + 16).ceil()
+    u = u.double()
+    while bool((hi > lo).any()):
+        mid = ((lo + hi) / 2).floor()
+        above = torch.special.gammaincc(mid + 1, lam) > u
+        lo, hi = torch.where(above, lo, mid + 1), torch.where(above, mid, hi)
+    return lo.to(rates.dtype)
 
 
 def pad_index(n: int, before: int, after: int, mode: str, device=None) -> torch.Tensor:

@@ -44,7 +44,7 @@ def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
 
 def perturbation_sequence(x: torch.Tensor, name: str, length: int = 10, generator=None) -> torch.Tensor:
     """(B, ``length``, C, H, W) frames of perturbation ``name`` (see :data:`PERTURBATIONS`); randomness only
-    from ``generator`` (one generator, or one per sample)."""
+    from ``generator`` (one generator, or per-sample :class:`~robustlab.rng.Streams`)."""
     from robustlab.corruptions import check_images
 
     if name not in PERTURBATIONS:

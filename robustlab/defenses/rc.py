@@ -47,12 +47,8 @@ class RegionVote(DefendedModel):
 
     def _noisy(self, x: torch.Tensor, k: int, radius, generator: torch.Generator | None) -> torch.Tensor:
         """``k`` hypercube samples per image, flattened to ``(B * k, ...)``."""
-        u = torch.rand(
-            (len(x), k, *x.shape[1:]),
-            generator=generator,
-            dtype=x.dtype,
-            device=x.device if generator is None else "cpu",
-        ).to(x.device)
+        device = x.device if generator is None else generator.device
+        u = torch.rand((len(x), k, *x.shape[1:]), generator=generator, dtype=x.dtype, device=device).to(x.device)
         return (x.unsqueeze(1) + radius * (2 * u - 1)).clamp(0, 1).flatten(0, 1)
 
     def votes(
@@ -106,7 +102,7 @@ def vote_within(vote: RegionVote, loader: DataLoader, radius: float, seed: int, 
     stops voting on each image once its vote is decided (:meth:`RegionVote.votes` ``decide_early``): the answer
     is the one a full count gives."""
     device = vote.radius.device
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)
     total, correct, seen = len(loader.dataset), 0, 0
     for batch in loader:
         if clean - correct / total <= tolerance or clean - (correct + total - seen) / total > tolerance:

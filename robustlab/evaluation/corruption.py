@@ -8,13 +8,7 @@ from robustlab.corruptions import BENCHMARK, CORRUPTIONS, corrupt, perturbation_
 from robustlab.evaluation.base import Context, Evaluation
 from robustlab.evaluation.record import BatchRecord
 from robustlab.metrics import MCE, MFR
-
-_MIX = 0x9E3779B97F4A7C15
-
-
-def sample_generators(seeds: torch.Tensor, salt: int) -> list[torch.Generator]:
-    """One CPU generator per sample, seeded from its seed and ``salt`` (corruption and severity)."""
-    return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt * _MIX) % (2**63)) for s in seeds]
+from robustlab.rng import Streams
 
 
 def _resized(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -94,13 +88,14 @@ class Corruption(Evaluation):
         for k, name in enumerate(self.corruptions):
             for j, s in enumerate(self.severities):
                 with progress.part(k * len(self.severities) + j, parts):
-                    gens = sample_generators(seeds, 100 * k + s)
+                    gens = Streams(seeds, salt=100 * k + s, device=work.device)
                     xc = corrupt(work, name, s, gens, params=self.params, frost_textures=self.frost_textures)
                     preds, base = self._both(record, _resized(xc, size))
                     self.ce.update(preds, y, name, s, baseline_preds=base)
         for k, name in enumerate(self.perturbations):
             with progress.part(parts - len(self.perturbations) + k, parts):
-                seq = perturbation_sequence(work, name, self.sequence_length, sample_generators(seeds, 10_000 + k))
+                streams = Streams(seeds, salt=10_000 + k, device=work.device)
+                seq = perturbation_sequence(work, name, self.sequence_length, streams)
                 frames = _resized(seq.flatten(0, 1), size).view(*seq.shape[:2], *x.shape[1:])
                 preds, base = self._sequence(record, frames)
                 self.fr.update(preds, name, base)

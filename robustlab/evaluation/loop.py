@@ -32,8 +32,7 @@ def classifier(module: nn.Module) -> nn.Module:
 
 def example_seeds(idx: torch.Tensor, seed: int) -> torch.Tensor:
     """Per-example seeds from the sample indices and the run's ``seed``: ``idx`` itself for seed 0, else ``idx``
-    XOR a 32-bit hash of ``seed``. Kept below 2**32 because torch's CPU generator reads only a seed's low 32 bits
-    (the earlier ``idx + (seed << 32)`` made every seed draw seed 0's random starts, targets and noise)."""
+    XOR a 32-bit hash of ``seed``; each seed starts the example's :class:`~robustlab.rng.Streams` stream."""
     return idx.long() ^ ((int(seed) * 0x85EBCA6B) & 0xFFFFFFFF)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from robustlab import RobustlabError
 from robustlab.attacks import BoundaryAttack
+from robustlab.rng import Streams
 
 
 def _correct(model, x, y):
@@ -19,8 +20,8 @@ def _correct(model, x, y):
 def _compare_with_foolbox(model, x, y, steps):
     ours = BoundaryAttack(steps=steps)
     x_ours = ours(model, x, y, seeds=torch.arange(len(x)))
-    generators = [torch.Generator().manual_seed(i) for i in range(len(x))]
-    start, _, found, _ = ours._start(model, x, y, generators, torch.zeros(len(x), dtype=torch.long))
+    streams = Streams(torch.arange(len(x)))
+    start, _, found, _ = ours._start(model, x, y, streams, torch.zeros(len(x), dtype=torch.long))
     assert found.all()
     torch.manual_seed(0)
     x_peer = foolbox.attacks.BoundaryAttack(steps=steps).run(

@@ -7,7 +7,7 @@ from torch import nn
 
 from robustlab.corruptions import corrupt
 from robustlab.evaluation import Corruption
-from robustlab.evaluation.corruption import sample_generators
+from robustlab.rng import Streams
 from tests.evaluation.helpers import run_loop
 
 
@@ -55,7 +55,7 @@ def test_errors_match_a_direct_computation():
     results = _run(16)
     x, y = _data()
     model = _Tiny().eval()
-    gens = sample_generators(torch.arange(50), 100 * 1 + 5)
+    gens = Streams(torch.arange(50), salt=100 * 1 + 5)
     with torch.no_grad():
         wrong = (model(corrupt(x, "fog", 5, gens)).argmax(1) != y).double().mean().item()
     assert results["errors"]["fog"][5] == pytest.approx(wrong)
